@@ -1,0 +1,331 @@
+//! Choosing the backend at run time, from configuration or the environment.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::redact::redact_url;
+use crate::{Error, LivenessStore, NoopStore, Result};
+
+/// Which backend [`open`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// [`NoopStore`]: no backend, the database is the only truth.
+    #[default]
+    Noop,
+    /// `MemoryStore` (feature `memory`): records in this process only.
+    Memory,
+    /// `RedisStore` (feature `redis`): records shared through Redis.
+    Redis,
+    /// `LayeredStore` (feature `layered`): a local layer in front of Redis.
+    Layered,
+    /// `ClusterStore` (feature `cluster`): records on Redis Cluster.
+    Cluster,
+}
+
+impl Backend {
+    /// The name used in configuration (`LIVENESS_BACKEND`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Noop => "noop",
+            Backend::Memory => "memory",
+            Backend::Redis => "redis",
+            Backend::Layered => "layered",
+            Backend::Cluster => "cluster",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Backend> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "noop" | "" => Ok(Backend::Noop),
+            "memory" => Ok(Backend::Memory),
+            "redis" => Ok(Backend::Redis),
+            "layered" => Ok(Backend::Layered),
+            "cluster" => Ok(Backend::Cluster),
+            _ => Err(Error::Config(format!(
+                "unknown backend `{name}`: expected one of noop, memory, redis, layered, cluster"
+            ))),
+        }
+    }
+}
+
+/// Environment variable naming the backend.
+pub const ENV_BACKEND: &str = "LIVENESS_BACKEND";
+/// Environment variable holding the Redis URL.
+pub const ENV_REDIS_URL: &str = "LIVENESS_REDIS_URL";
+/// Fallback for [`ENV_REDIS_URL`], the name most platforms set.
+pub const ENV_REDIS_URL_FALLBACK: &str = "REDIS_URL";
+/// Environment variable holding the key prefix.
+pub const ENV_KEY_PREFIX: &str = "LIVENESS_KEY_PREFIX";
+/// Environment variable holding the operation timeout in milliseconds.
+pub const ENV_OP_TIMEOUT_MS: &str = "LIVENESS_OP_TIMEOUT_MS";
+
+/// The backend to open and its settings; unset settings keep each backend's defaults.
+///
+/// ```
+/// use liveness_store::{Backend, StoreConfig};
+///
+/// let config = StoreConfig::from_lookup(|name| match name {
+///     "LIVENESS_BACKEND" => Some("redis".into()),
+///     "LIVENESS_REDIS_URL" => Some("redis://:hunter2@127.0.0.1:6379/".into()),
+///     _ => None,
+/// })?;
+/// assert_eq!(config.backend, Backend::Redis);
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// # Ok::<(), liveness_store::Error>(())
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Which backend to build. Defaults to [`Backend::Noop`].
+    pub backend: Backend,
+    /// The Redis URL, required by the Redis-backed backends.
+    pub redis_url: Option<String>,
+    /// The key prefix; `None` keeps `mul:runtime:hb:`.
+    pub key_prefix: Option<String>,
+    /// The operation timeout; `None` keeps 250 ms.
+    pub op_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("backend", &self.backend)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("op_timeout", &self.op_timeout)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// A configuration for `backend` with every setting at its default.
+    #[must_use]
+    pub fn new(backend: Backend) -> Self {
+        StoreConfig {
+            backend,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// Sets the Redis URL.
+    #[must_use]
+    pub fn with_redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// Reads the configuration from the process environment:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `LIVENESS_BACKEND` | `noop`, `memory`, `redis`, `layered` or `cluster` | `noop` |
+    /// | `LIVENESS_REDIS_URL` | Redis URL (falls back to `REDIS_URL`) | none |
+    /// | `LIVENESS_KEY_PREFIX` | key prefix | `mul:runtime:hb:` |
+    /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
+    ///
+    /// Nothing set gives the noop store; `REDIS_URL` alone does not turn Redis on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable and the fix when a value is malformed.
+    pub fn from_env() -> Result<StoreConfig> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// As [`from_env`](Self::from_env), reading variables through `lookup` (for tests and for
+    /// servers with their own configuration source).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<StoreConfig> {
+        let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let backend = match set(ENV_BACKEND) {
+            None => Backend::Noop,
+            Some(name) => name.parse().map_err(|e: Error| {
+                Error::Config(format!("{ENV_BACKEND}: {}", unwrap_config(e)))
+            })?,
+        };
+        let op_timeout = set(ENV_OP_TIMEOUT_MS)
+            .map(|ms| match ms.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                _ => Err(Error::Config(format!(
+                    "{ENV_OP_TIMEOUT_MS}=`{ms}` is not a positive whole number of milliseconds; \
+                     set it like {ENV_OP_TIMEOUT_MS}=250 or unset it"
+                ))),
+            })
+            .transpose()?;
+        Ok(StoreConfig {
+            backend,
+            redis_url: set(ENV_REDIS_URL).or_else(|| set(ENV_REDIS_URL_FALLBACK)),
+            key_prefix: lookup(ENV_KEY_PREFIX),
+            op_timeout,
+        })
+    }
+
+    /// The Redis URL, or an error saying how to set it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn require_redis_url(&self) -> Result<&str> {
+        self.redis_url.as_deref().ok_or_else(|| {
+            Error::Config(format!(
+                "backend `{}` needs a Redis URL: set {ENV_REDIS_URL} (or {ENV_REDIS_URL_FALLBACK}), \
+                 e.g. {ENV_REDIS_URL}=redis://127.0.0.1:6379/",
+                self.backend
+            ))
+        })
+    }
+}
+
+fn unwrap_config(error: Error) -> String {
+    match error {
+        Error::Config(message) => message,
+        other => other.to_string(),
+    }
+}
+
+/// Builds the store `config` asks for.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> liveness_store::Result<()> {
+/// let store = liveness_store::open(&liveness_store::StoreConfig::default()).await?;
+/// assert!(!store.available()); // nothing configured: the noop store
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Config`] when the backend was not compiled in (the message names the Cargo
+/// feature to enable) or a setting is missing or invalid; the Redis backends' connection
+/// errors otherwise.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    match config.backend {
+        Backend::Noop => Ok(Arc::new(NoopStore::new())),
+        Backend::Memory => open_memory(),
+        Backend::Redis => open_redis(config).await,
+        Backend::Layered | Backend::Cluster => Err(Error::Config(format!(
+            "backend `{}` is not provided by liveness-store {}; use `memory` or `redis`",
+            config.backend,
+            env!("CARGO_PKG_VERSION")
+        ))),
+    }
+}
+
+#[cfg(feature = "memory")]
+fn open_memory() -> Result<Arc<dyn LivenessStore>> {
+    Ok(Arc::new(crate::MemoryStore::new()))
+}
+
+#[cfg(not(feature = "memory"))]
+fn open_memory() -> Result<Arc<dyn LivenessStore>> {
+    Err(feature_missing(Backend::Memory, "memory"))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    let mut builder = crate::RedisStore::builder(config.require_redis_url()?);
+    if let Some(prefix) = &config.key_prefix {
+        builder = builder.key_prefix(prefix);
+    }
+    if let Some(timeout) = config.op_timeout {
+        builder = builder.op_timeout(timeout);
+    }
+    Ok(Arc::new(builder.build().await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    Err(feature_missing(Backend::Redis, "redis"))
+}
+
+#[cfg(not(all(feature = "memory", feature = "redis")))]
+fn feature_missing(backend: Backend, feature: &str) -> Error {
+    Error::Config(format!(
+        "backend `{backend}` was not compiled in: enable the Cargo feature `{feature}` of \
+         liveness-store (e.g. `liveness-store = {{ version = \"{}\", features = [\"{feature}\"] }}`)",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<StoreConfig> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        StoreConfig::from_lookup(|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn nothing_set_is_noop() {
+        assert_eq!(config(&[]).unwrap(), StoreConfig::default());
+        // A platform's REDIS_URL alone does not turn Redis on.
+        let c = config(&[("REDIS_URL", "redis://x/")]).unwrap();
+        assert_eq!(c.backend, Backend::Noop);
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = config(&[
+            ("LIVENESS_BACKEND", " Redis "),
+            ("REDIS_URL", "redis://fallback/"),
+            ("LIVENESS_KEY_PREFIX", "hb:"),
+            ("LIVENESS_OP_TIMEOUT_MS", "100"),
+        ])
+        .unwrap();
+        assert_eq!(c.backend, Backend::Redis);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://fallback/"));
+        assert_eq!(c.key_prefix.as_deref(), Some("hb:"));
+        assert_eq!(c.op_timeout, Some(Duration::from_millis(100)));
+        let c = config(&[
+            ("LIVENESS_REDIS_URL", "redis://primary/"),
+            ("REDIS_URL", "redis://fallback/"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://primary/"));
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        let e = config(&[("LIVENESS_BACKEND", "mongo")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LIVENESS_BACKEND") && e.contains("mongo"), "{e}");
+        for bad in ["0", "-5", "1.5", "fast"] {
+            let e = config(&[("LIVENESS_OP_TIMEOUT_MS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("LIVENESS_OP_TIMEOUT_MS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let c = StoreConfig::new(Backend::Redis).with_redis_url("redis://u:hunter2@h/");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("u:***@h"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Heartbeat liveness records for high-throughput servers.
+//!
+//! A heartbeat server has to answer "has runtime X heartbeated recently?" for thousands of
+//! runtimes, and writing a database row on every beat is what it can least afford. This crate
+//! keeps a TTL'd record per runtime instead, behind one async trait, [`LivenessStore`]:
+//!
+//! - [`touch`](LivenessStore::touch) records a beat that stays alive for a ttl;
+//! - [`is_alive_batch`](LivenessStore::is_alive_batch) answers for many runtimes at once;
+//! - [`forget`](LivenessStore::forget) drops a record.
+//!
+//! On any `Err` the caller falls back to its database, so a missing or broken backend costs
+//! speed, never correctness.
+//!
+//! # Backends
+//!
+//! | backend | feature | for |
+//! |---|---|---|
+//! | [`NoopStore`] | always | the default: unavailable, the database is the only truth |
+//! | `MemoryStore` | `memory` | one server instance; a moka TTL cache in process |
+//! | `RedisStore` | `redis` | many instances sharing Redis; wire-compatible with the Go store |
+//!
+//! A server picks one at run time with [`StoreConfig::from_env`] and [`open`], or builds one
+//! directly. Asking for a backend that was not compiled in is an [`Error::Config`].
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "memory")]
+//! # mod example {
+//! use std::time::Duration;
+//! use liveness_store::{LivenessStore, MemoryStore};
+//!
+//! #[tokio::main]
+//! pub async fn main() -> liveness_store::Result<()> {
+//!     let store = MemoryStore::new();
+//!     // A runtime beats every 15 s; its record lives 90 s.
+//!     store.touch("runtime-7", Duration::from_secs(90)).await?;
+//!     let alive = store.is_alive_batch(&["runtime-7", "runtime-8"]).await?;
+//!     assert_eq!(alive, vec![true, false]);
+//!     Ok(())
+//! }
+//! # }
+//! # #[cfg(feature = "memory")]
+//! # fn main() { example::main().unwrap() }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
+//! ```
+//!
+//! # Input
+//!
+//! Every backend runs the same [`validate`] checks before any I/O: an empty id, an id over
+//! 256 bytes or with a NUL byte, and a ttl under 1 ms or over 365 days are an `Err` that
+//! reaches nothing. Otherwise ids are opaque: spaces, CR/LF, `{}`, `*` and unicode all work.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod config;
+mod error;
+#[cfg(feature = "memory")]
+mod memory;
+mod noop;
+mod redact;
+#[cfg(feature = "redis")]
+mod redis;
+mod store;
+pub mod validate;
+
+pub use config::{
+    Backend, ENV_BACKEND, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK,
+    StoreConfig, open,
+};
+pub use error::{Error, Result};
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use memory::MemoryStore;
+pub use noop::NoopStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
+    DEFAULT_POOL_SIZE, RedisStore, RedisStoreBuilder,
+};
+pub use store::LivenessStore;
+
+// The README's examples compile and run as doctests.
+#[cfg(all(doctest, feature = "memory", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

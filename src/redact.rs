@@ -1,0 +1,71 @@
+//! Keeping Redis passwords out of `Debug` output, error messages and logs (invariant 7).
+
+/// The URL with its password, if any, replaced by `***`.
+///
+/// Works on anything shaped like `scheme://[user][:password]@host...`, and on comma-separated
+/// seed lists; text that is not a URL comes back unchanged.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    match password_span(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Byte range of the password in `scheme://user:password@host`, if there is one.
+fn password_span(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let rest = &url[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let userinfo_len = rest[..authority_len].rfind('@')?;
+    let colon = rest[..userinfo_len].find(':')?;
+    let (start, end) = (authority_start + colon + 1, authority_start + userinfo_len);
+    (start < end).then_some((start, end))
+}
+
+/// `message` with every occurrence of a password found in `urls` replaced by `***`, for error
+/// texts from a client library that might quote what it was given.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn scrub(message: &str, urls: &str) -> String {
+    let mut clean = message.to_owned();
+    for url in urls.split(',') {
+        if let Some((start, end)) = password_span(url) {
+            clean = clean.replace(&url[start..end], "***");
+        }
+    }
+    clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("redis://user:s3cret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:s3cret@host"), "redis://:***@host");
+        assert_eq!(redact_url("rediss://user@host"), "rediss://user@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("redis://:a@h1,redis://:b@h2"),
+            "redis://:***@h1,redis://:***@h2"
+        );
+        // An '@' inside the password: the last '@' of the authority ends the user info.
+        assert_eq!(redact_url("redis://u:p@ss@host/0"), "redis://u:***@host/0");
+    }
+
+    #[test]
+    fn scrubs_messages() {
+        assert_eq!(
+            scrub("bad url redis://:hunter2@x", "redis://:hunter2@x"),
+            "bad url redis://:***@x"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Settings of a [`RedisStore`] and the checks that run before it connects.
+
+use std::fmt;
+use std::time::Duration;
+
+use bb8_redis::RedisConnectionManager;
+
+use super::RedisStore;
+use super::connection::TrackedManager;
+use crate::redact::{redact_url, scrub};
+use crate::{Error, Result};
+
+/// The key prefix of the reference Go store, so both can share one Redis.
+pub const DEFAULT_KEY_PREFIX: &str = "mul:runtime:hb:";
+/// How long one call may wait on Redis, pool checkout included.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long opening one connection may take.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connections in the pool; each one pipelines concurrent requests by itself.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+/// Keys per `MGET`, so that a huge batch never becomes one giant command.
+pub const DEFAULT_MAX_BATCH: usize = 1_000;
+
+/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct RedisStoreBuilder {
+    url: String,
+    key_prefix: String,
+    pool_size: u32,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+    max_batch: usize,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    pub(super) fn new(url: &str) -> Self {
+        RedisStoreBuilder {
+            url: url.to_owned(),
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+
+    /// The prefix of every record's key (`<prefix><runtime id>`).
+    ///
+    /// Defaults to `mul:runtime:hb:`, the reference store's, so that records written by either
+    /// are read by both.
+    pub fn key_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.key_prefix);
+        self
+    }
+
+    /// The most connections the pool opens. Each `MultiplexedConnection` pipelines the
+    /// requests of concurrent callers, so a few suffice.
+    ///
+    /// Defaults to 8.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// The longest one call waits on Redis, pool checkout included; past it the call is an
+    /// `Err(Error::Timeout)` and the caller falls back to its database.
+    ///
+    /// Defaults to 250 ms.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The longest opening one connection may take, including the first one that `build`
+    /// opens to check the URL and the credentials.
+    ///
+    /// Defaults to 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Keys per `MGET` command; a batch is split into chunks of this size, all sent in one
+    /// pipeline.
+    ///
+    /// Defaults to 1,000.
+    pub fn max_batch(mut self, keys: usize) -> Self {
+        self.max_batch = keys;
+        self
+    }
+
+    /// Checks the settings, opens the pool and proves with one `PING` that Redis answers and
+    /// accepts the credentials.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for invalid settings or a malformed URL, [`Error::Timeout`] or
+    /// [`Error::Backend`] when Redis cannot be reached or refuses the credentials.
+    pub async fn build(self) -> Result<RedisStore> {
+        self.check_settings()?;
+        let manager = RedisConnectionManager::new(self.url.as_str()).map_err(|e| {
+            Error::Config(format!(
+                "`{}` is not a usable Redis URL: {}",
+                redact_url(&self.url),
+                scrub(&e.to_string(), &self.url)
+            ))
+        })?;
+        let pool = bb8::Pool::builder()
+            .max_size(self.pool_size)
+            // A PING per checkout halves throughput; failed connections are dropped instead.
+            .test_on_check_out(false)
+            .connection_timeout(self.op_timeout)
+            // A failed connection is not retried behind the caller's back until the checkout
+            // times out; the next checkout tries again.
+            .retry_connection(false)
+            .build_unchecked(TrackedManager::new(manager, self.connect_timeout));
+        let store = RedisStore {
+            pool,
+            key_prefix: self.key_prefix.into_bytes(),
+            op_timeout: self.op_timeout,
+            max_batch: self.max_batch,
+            url: self.url,
+        };
+        store.first_connection(self.connect_timeout).await?;
+        Ok(store)
+    }
+
+    fn check_settings(&self) -> Result<()> {
+        let problem = if self.pool_size == 0 {
+            "pool_size must be at least 1"
+        } else if self.op_timeout.is_zero() {
+            "op_timeout must be more than zero"
+        } else if self.connect_timeout.is_zero() {
+            "connect_timeout must be more than zero"
+        } else if self.max_batch == 0 {
+            "max_batch must be at least 1"
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config(problem.to_owned()))
+    }
+}

@@ -1,0 +1,57 @@
+//! The [`LivenessStore`] trait: the one interface every backend implements.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use crate::{Result, validate};
+
+/// Short-lived "this runtime heartbeated recently" records.
+///
+/// The interface mirrors the reference Go store and keeps its fall-back contract: a caller
+/// that gets an `Err` from [`touch`](Self::touch) writes the heartbeat to its database instead,
+/// and a caller that gets an `Err` from [`is_alive_batch`](Self::is_alive_batch) trusts its
+/// database's stale window. Errors never leave a partial effect the caller must undo.
+///
+/// The trait is object safe, so a server can hold an `Arc<dyn LivenessStore>` and pick the
+/// backend at run time with [`open`](crate::open).
+#[async_trait::async_trait]
+pub trait LivenessStore: Send + Sync + Debug {
+    /// Whether a real backend is wired in. `false` means the caller's database is the only
+    /// truth (the [`NoopStore`](crate::NoopStore)); it says nothing about the backend's health.
+    fn available(&self) -> bool;
+
+    /// Records a heartbeat of `runtime_id` that stays alive for `ttl`.
+    ///
+    /// Invalid input (see [`validate`](crate::validate)) is an `Err` and reaches no backend.
+    async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()>;
+
+    /// Liveness of many runtimes: one entry per input id, in input order (duplicates allowed).
+    ///
+    /// `Err` means "don't know": the caller falls back to its database. An empty slice is
+    /// `Ok(vec![])` without any I/O on every available backend.
+    async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>>;
+
+    /// Drops the record of `runtime_id`. Best effort: failures are logged, not returned,
+    /// because the record's TTL reaps it anyway.
+    async fn forget(&self, runtime_id: &str);
+
+    /// Records many heartbeats at once.
+    ///
+    /// Every pair is validated before anything is written, so bad input writes nothing. The
+    /// provided method touches one by one; backends override it to send one round trip.
+    async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
+        for (runtime_id, ttl) in beats {
+            validate::beat(runtime_id, *ttl)?;
+        }
+        for (runtime_id, ttl) in beats {
+            self.touch(runtime_id, *ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// Liveness of one runtime; a batch of one.
+    async fn is_alive(&self, runtime_id: &str) -> Result<bool> {
+        let answers = self.is_alive_batch(&[runtime_id]).await?;
+        Ok(answers.first().copied().unwrap_or(false))
+    }
+}

@@ -19,7 +19,8 @@ pub enum Backend {
     Memory,
     /// `RedisStore` (feature `redis`): records shared through Redis.
     Redis,
-    /// `LayeredStore` (feature `layered`): a local layer in front of Redis.
+    /// `LayeredStore` over `RedisStore` (features `layered` and `redis`): a local layer in
+    /// front of Redis.
     Layered,
     /// `ClusterStore` (feature `cluster`): records on Redis Cluster.
     Cluster,
@@ -72,6 +73,8 @@ pub const ENV_REDIS_URL_FALLBACK: &str = "REDIS_URL";
 pub const ENV_KEY_PREFIX: &str = "LIVENESS_KEY_PREFIX";
 /// Environment variable holding the operation timeout in milliseconds.
 pub const ENV_OP_TIMEOUT_MS: &str = "LIVENESS_OP_TIMEOUT_MS";
+/// Environment variable holding the layered store's debounce window in milliseconds.
+pub const ENV_DEBOUNCE_MS: &str = "LIVENESS_DEBOUNCE_MS";
 
 /// The backend to open and its settings; unset settings keep each backend's defaults.
 ///
@@ -98,6 +101,8 @@ pub struct StoreConfig {
     pub key_prefix: Option<String>,
     /// The operation timeout; `None` keeps 250 ms.
     pub op_timeout: Option<Duration>,
+    /// The layered store's debounce window; `None` keeps 30 s.
+    pub debounce: Option<Duration>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -107,6 +112,7 @@ impl fmt::Debug for StoreConfig {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("key_prefix", &self.key_prefix)
             .field("op_timeout", &self.op_timeout)
+            .field("debounce", &self.debounce)
             .finish()
     }
 }
@@ -128,6 +134,27 @@ impl StoreConfig {
         self
     }
 
+    /// Sets the key prefix.
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Sets the operation timeout.
+    #[must_use]
+    pub fn with_op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the layered store's debounce window.
+    #[must_use]
+    pub fn with_debounce(mut self, debounce: Duration) -> Self {
+        self.debounce = Some(debounce);
+        self
+    }
+
     /// Reads the configuration from the process environment:
     ///
     /// | variable | meaning | default |
@@ -136,8 +163,10 @@ impl StoreConfig {
     /// | `LIVENESS_REDIS_URL` | Redis URL (falls back to `REDIS_URL`) | none |
     /// | `LIVENESS_KEY_PREFIX` | key prefix | `mul:runtime:hb:` |
     /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
+    /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
     ///
-    /// Nothing set gives the noop store; `REDIS_URL` alone does not turn Redis on.
+    /// Nothing set gives the noop store; `REDIS_URL` alone does not turn Redis on. An empty
+    /// variable counts as unset.
     ///
     /// # Errors
     ///
@@ -160,20 +189,24 @@ impl StoreConfig {
                 Error::Config(format!("{ENV_BACKEND}: {}", unwrap_config(e)))
             })?,
         };
-        let op_timeout = set(ENV_OP_TIMEOUT_MS)
-            .map(|ms| match ms.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-                _ => Err(Error::Config(format!(
-                    "{ENV_OP_TIMEOUT_MS}=`{ms}` is not a positive whole number of milliseconds; \
-                     set it like {ENV_OP_TIMEOUT_MS}=250 or unset it"
-                ))),
-            })
-            .transpose()?;
+        let milliseconds = |name: &str, zero_ok: bool| {
+            set(name)
+                .map(|ms| match ms.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 || zero_ok => Ok(Duration::from_millis(ms)),
+                    _ => Err(Error::Config(format!(
+                        "{name}=`{ms}` is not a {} whole number of milliseconds; set it like \
+                         {name}=250 or unset it",
+                        if zero_ok { "non-negative" } else { "positive" }
+                    ))),
+                })
+                .transpose()
+        };
         Ok(StoreConfig {
             backend,
             redis_url: set(ENV_REDIS_URL).or_else(|| set(ENV_REDIS_URL_FALLBACK)),
-            key_prefix: lookup(ENV_KEY_PREFIX),
-            op_timeout,
+            key_prefix: set(ENV_KEY_PREFIX),
+            op_timeout: milliseconds(ENV_OP_TIMEOUT_MS, false)?,
+            debounce: milliseconds(ENV_DEBOUNCE_MS, true)?,
         })
     }
 
@@ -218,8 +251,9 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
         Backend::Noop => Ok(Arc::new(NoopStore::new())),
         Backend::Memory => open_memory(),
         Backend::Redis => open_redis(config).await,
-        Backend::Layered | Backend::Cluster => Err(Error::Config(format!(
-            "backend `{}` is not provided by liveness-store {}; use `memory` or `redis`",
+        Backend::Layered => open_layered(config).await,
+        Backend::Cluster => Err(Error::Config(format!(
+            "backend `{}` is not provided by liveness-store {}; use `memory`, `redis` or `layered`",
             config.backend,
             env!("CARGO_PKG_VERSION")
         ))),
@@ -238,6 +272,11 @@ fn open_memory() -> Result<Arc<dyn LivenessStore>> {
 
 #[cfg(feature = "redis")]
 async fn open_redis(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    Ok(Arc::new(redis_store(config).await?))
+}
+
+#[cfg(feature = "redis")]
+async fn redis_store(config: &StoreConfig) -> Result<crate::RedisStore> {
     let mut builder = crate::RedisStore::builder(config.require_redis_url()?);
     if let Some(prefix) = &config.key_prefix {
         builder = builder.key_prefix(prefix);
@@ -245,7 +284,7 @@ async fn open_redis(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
     if let Some(timeout) = config.op_timeout {
         builder = builder.op_timeout(timeout);
     }
-    Ok(Arc::new(builder.build().await?))
+    builder.build().await
 }
 
 #[cfg(not(feature = "redis"))]
@@ -253,7 +292,29 @@ async fn open_redis(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
     Err(feature_missing(Backend::Redis, "redis"))
 }
 
-#[cfg(not(all(feature = "memory", feature = "redis")))]
+#[cfg(all(feature = "layered", feature = "redis"))]
+async fn open_layered(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    let mut builder = crate::LayeredStore::builder(redis_store(config).await?);
+    if let Some(timeout) = config.op_timeout {
+        builder = builder.op_timeout(timeout);
+    }
+    if let Some(debounce) = config.debounce {
+        builder = builder.debounce(debounce);
+    }
+    Ok(Arc::new(builder.build()?))
+}
+
+#[cfg(not(all(feature = "layered", feature = "redis")))]
+async fn open_layered(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    let feature = if cfg!(feature = "layered") {
+        "redis"
+    } else {
+        "layered"
+    };
+    Err(feature_missing(Backend::Layered, feature))
+}
+
+#[cfg(not(all(feature = "memory", feature = "redis", feature = "layered")))]
 fn feature_missing(backend: Backend, feature: &str) -> Error {
     Error::Config(format!(
         "backend `{backend}` was not compiled in: enable the Cargo feature `{feature}` of \
@@ -282,6 +343,9 @@ mod tests {
         // A platform's REDIS_URL alone does not turn Redis on.
         let c = config(&[("REDIS_URL", "redis://x/")]).unwrap();
         assert_eq!(c.backend, Backend::Noop);
+        // An empty variable is unset, not an empty key prefix.
+        let c = config(&[("LIVENESS_KEY_PREFIX", "")]).unwrap();
+        assert_eq!(c.key_prefix, None);
     }
 
     #[test]
@@ -291,12 +355,14 @@ mod tests {
             ("REDIS_URL", "redis://fallback/"),
             ("LIVENESS_KEY_PREFIX", "hb:"),
             ("LIVENESS_OP_TIMEOUT_MS", "100"),
+            ("LIVENESS_DEBOUNCE_MS", "0"),
         ])
         .unwrap();
         assert_eq!(c.backend, Backend::Redis);
         assert_eq!(c.redis_url.as_deref(), Some("redis://fallback/"));
         assert_eq!(c.key_prefix.as_deref(), Some("hb:"));
         assert_eq!(c.op_timeout, Some(Duration::from_millis(100)));
+        assert_eq!(c.debounce, Some(Duration::ZERO));
         let c = config(&[
             ("LIVENESS_REDIS_URL", "redis://primary/"),
             ("REDIS_URL", "redis://fallback/"),

@@ -1,13 +1,16 @@
 //! The crate's error type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What went wrong, in terms a caller can act on.
 ///
+/// `Clone`, because one remote write answers every touch that shared it.
+///
 /// Every variant means the same thing for the caller of a heartbeat server: fall back to the
 /// database. The variants say *why*, so that logs and metrics can tell a misconfiguration from
 /// an outage.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No backend is wired in (the noop store), so the store cannot answer.
@@ -46,7 +49,7 @@ pub enum Error {
         op: &'static str,
         /// The backend's error (never carries a password).
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
 
     /// The backend lost its data (restart without persistence, flush, failover to an empty
@@ -66,6 +69,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A [`Error::Backend`] carrying a message.
+    pub(crate) fn backend(op: &'static str, message: impl Into<String>) -> Error {
+        let source: Box<dyn std::error::Error + Send + Sync> = message.into().into();
+        Error::Backend {
+            op,
+            source: source.into(),
+        }
+    }
+
     /// Whether the caller may expect the same call to succeed later (the backend is slow, down
     /// or recovering), as opposed to input or configuration that will never work.
     #[must_use]

@@ -48,7 +48,7 @@
 //!
 //! # Input
 //!
-//! Every backend runs the same [`validate`] checks before any I/O: an empty id, an id over
+//! Every backend that records anything runs the same [`validate`] checks before any I/O: an empty id, an id over
 //! 256 bytes or with a NUL byte, and a ttl under 1 ms or over 365 days are an `Err` that
 //! reaches nothing. Otherwise ids are opaque: spaces, CR/LF, `{}`, `*` and unicode all work.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -62,20 +62,29 @@
 
 mod config;
 mod error;
+#[cfg(feature = "layered")]
+mod layered;
 #[cfg(feature = "memory")]
 mod memory;
 mod noop;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
+mod stats;
 mod store;
 pub mod validate;
 
 pub use config::{
-    Backend, ENV_BACKEND, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK,
-    StoreConfig, open,
+    Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_REDIS_URL,
+    ENV_REDIS_URL_FALLBACK, StoreConfig, open,
 };
 pub use error::{Error, Result};
+#[cfg(feature = "layered")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
+pub use layered::{
+    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_OP_TIMEOUT, DEFAULT_LOCAL_CAPACITY,
+    DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL, LayeredStore, LayeredStoreBuilder,
+};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
@@ -86,6 +95,7 @@ pub use redis::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
     DEFAULT_POOL_SIZE, RedisStore, RedisStoreBuilder,
 };
+pub use stats::StoreStats;
 pub use store::LivenessStore;
 
 // The README's examples compile and run as doctests.

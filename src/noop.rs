@@ -9,7 +9,8 @@ use crate::{Error, LivenessStore, Result};
 /// `touch` succeeds without doing anything (the caller writes its database anyway, because
 /// [`available`](LivenessStore::available) is `false`), `is_alive_batch` answers
 /// `Err(Error::Unavailable)` so the caller trusts its database's stale window, and `forget`
-/// does nothing.
+/// does nothing. It checks no input either, as the reference's noop store: it sends nothing
+/// anywhere, so nothing can reach a backend.
 ///
 /// ```
 /// use liveness_store::{Error, LivenessStore, NoopStore};

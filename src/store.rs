@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use crate::{Result, validate};
+use crate::{Result, StoreStats, validate};
 
 /// Short-lived "this runtime heartbeated recently" records.
 ///
@@ -52,6 +52,14 @@ pub trait LivenessStore: Send + Sync + Debug {
     /// Liveness of one runtime; a batch of one.
     async fn is_alive(&self, runtime_id: &str) -> Result<bool> {
         let answers = self.is_alive_batch(&[runtime_id]).await?;
-        Ok(answers.first().copied().unwrap_or(false))
+        answers
+            .first()
+            .copied()
+            .ok_or_else(|| crate::Error::backend("is_alive", "the store gave no answer"))
+    }
+
+    /// A snapshot of the store's counters; zeros for backends that keep none.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
     }
 }

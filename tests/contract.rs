@@ -23,6 +23,16 @@ struct Subject {
     server: Option<support::RedisServer>,
     /// `true`: tokio's paused clock, advanced exactly. `false`: real time, where Redis expires.
     paused_clock: bool,
+    /// The layered store's false-"alive" allowance past a record's ttl (debounce and
+    /// remote-positive ttl): `None` for stores that answer "dead" right at the ttl.
+    layered: Option<LayeredWindows>,
+}
+
+/// The windows a layered store under test was built with.
+#[derive(Clone, Copy)]
+struct LayeredWindows {
+    debounce: Duration,
+    remote_positive_ttl: Duration,
 }
 
 impl Subject {
@@ -32,6 +42,7 @@ impl Subject {
             store: Arc::new(liveness_store::MemoryStore::new()),
             server: None,
             paused_clock: true,
+            layered: None,
         }
     }
 
@@ -45,7 +56,49 @@ impl Subject {
             store: Arc::new(store),
             server: Some(server),
             paused_clock: false,
+            layered: None,
         }
+    }
+
+    /// The layered store over `remote`'s store, with short windows so real-time cases stay
+    /// quick.
+    #[cfg(feature = "layered")]
+    fn layered<R: LivenessStore + 'static>(remote: R, base: Subject) -> Subject {
+        let windows = LayeredWindows {
+            debounce: Duration::from_secs(30),
+            remote_positive_ttl: Duration::from_millis(100),
+        };
+        let store = liveness_store::LayeredStore::builder(remote)
+            .debounce(windows.debounce)
+            .remote_positive_ttl(windows.remote_positive_ttl)
+            .build()
+            .unwrap();
+        Subject {
+            store: Arc::new(store),
+            layered: Some(windows),
+            ..base
+        }
+    }
+
+    #[cfg(all(feature = "layered", feature = "memory"))]
+    fn layered_memory() -> Subject {
+        Subject::layered(liveness_store::MemoryStore::new(), Subject::memory())
+    }
+
+    #[cfg(all(feature = "layered", feature = "redis"))]
+    async fn layered_redis() -> Subject {
+        let base = Subject::redis().await;
+        let url = base.server.as_ref().unwrap().url();
+        let remote = liveness_store::RedisStore::connect(&url).await.unwrap();
+        Subject::layered(remote, base)
+    }
+
+    /// How long past `ttl` a record may still read alive: zero for plain stores, the clamped
+    /// debounce plus the remote-positive ttl for the layered store (invariant 3).
+    fn grace(&self, ttl: Duration) -> Duration {
+        self.layered.map_or(Duration::ZERO, |w| {
+            w.debounce.min(ttl / 2) + w.remote_positive_ttl
+        })
     }
 
     async fn pass(&self, time: Duration) {
@@ -105,7 +158,7 @@ mod suite {
         s.store.touch("long", LONG).await.unwrap();
         s.pass(ttl / 2).await;
         assert_eq!(s.alive(&["short", "long"]).await, [true, true]);
-        s.pass(ttl / 2 + s.slack()).await;
+        s.pass(ttl / 2 + s.grace(ttl) + s.slack()).await;
         assert_eq!(s.alive(&["short", "long"]).await, [false, true]);
     }
 
@@ -117,7 +170,7 @@ mod suite {
         // 1.25 ttl after the first touch, 0.75 ttl after the second.
         s.pass(ttl * 3 / 4).await;
         assert_eq!(s.alive(&["rt"]).await, [true]);
-        s.pass(ttl / 4 + s.slack()).await;
+        s.pass(ttl / 4 + s.grace(ttl) + s.slack()).await;
         assert_eq!(s.alive(&["rt"]).await, [false]);
     }
 
@@ -244,7 +297,7 @@ mod suite {
             s.alive(&["a", "b", "c", "d"]).await,
             [true, true, true, false]
         );
-        s.pass(ttl + s.slack()).await;
+        s.pass(ttl + s.grace(ttl) + s.slack()).await;
         assert_eq!(s.alive(&["a", "b", "c"]).await, [true, false, true]);
     }
 }
@@ -313,6 +366,20 @@ contract_suite!(memory, tokio::test(start_paused = true), Subject::memory());
 
 #[cfg(feature = "redis")]
 contract_suite!(redis, tokio::test, Subject::redis().await);
+
+#[cfg(all(feature = "layered", feature = "memory"))]
+contract_suite!(
+    layered_over_memory,
+    tokio::test(start_paused = true),
+    Subject::layered_memory()
+);
+
+#[cfg(all(feature = "layered", feature = "redis"))]
+contract_suite!(
+    layered_over_redis,
+    tokio::test,
+    Subject::layered_redis().await
+);
 
 /// The noop store keeps the reference's answers: the parts of the contract that apply.
 mod noop {

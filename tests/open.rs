@@ -64,8 +64,38 @@ async fn redis_backend_from_the_environment() {
 }
 
 #[tokio::test]
+async fn layered_backend_needs_its_features_and_a_url() {
+    let message = config_error(open(&StoreConfig::new(Backend::Layered)).await);
+    if cfg!(all(feature = "layered", feature = "redis")) {
+        assert!(message.contains("LIVENESS_REDIS_URL"), "{message}");
+    } else if cfg!(feature = "layered") {
+        assert!(message.contains("feature `redis`"), "{message}");
+    } else {
+        assert!(message.contains("feature `layered`"), "{message}");
+    }
+}
+
+#[cfg(all(feature = "layered", feature = "redis"))]
+#[tokio::test]
+async fn layered_backend_over_redis() {
+    let server = support::RedisServer::start();
+    let config = StoreConfig::new(Backend::Layered).with_redis_url(server.url());
+    let store = open(&config).await.unwrap();
+    assert!(store.available());
+    store
+        .touch("rt", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(server.get(b"mul:runtime:hb:rt").is_some());
+    assert!(
+        format!("{store:?}").starts_with("LayeredStore"),
+        "{store:?}"
+    );
+}
+
+#[tokio::test]
 async fn backends_this_version_does_not_provide_are_clear_errors() {
-    for backend in [Backend::Layered, Backend::Cluster] {
+    for backend in [Backend::Cluster] {
         let message = config_error(open(&StoreConfig::new(backend)).await);
         assert!(message.contains(backend.name()), "{message}");
     }

@@ -147,11 +147,7 @@ impl RedisStore {
             };
         }
         // The client library's text could quote the URL it was given.
-        let message = scrub(&error.to_string(), &self.url);
-        Error::Backend {
-            op,
-            source: message.into(),
-        }
+        Error::backend(op, scrub(&error.to_string(), &self.url))
     }
 
     fn add_set(&self, pipeline: &mut Pipeline, runtime_id: &str, ttl: Duration, now_ms: u64) {
@@ -204,15 +200,14 @@ impl LivenessStore for RedisStore {
             .map(|value| !matches!(value, Value::Nil))
             .collect();
         if answers.len() != runtime_ids.len() {
-            return Err(Error::Backend {
-                op: "is_alive_batch",
-                source: format!(
+            return Err(Error::backend(
+                "is_alive_batch",
+                format!(
                     "redis answered {} values for {} keys",
                     answers.len(),
                     runtime_ids.len()
-                )
-                .into(),
-            });
+                ),
+            ));
         }
         Ok(answers)
     }

@@ -1,0 +1,135 @@
+//! Settings of a [`LayeredStore`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use super::entry::{Clock, EntryExpiry};
+use super::writer::WriteQueue;
+use super::{LayeredStore, Settings, Shared};
+use crate::stats::Counters;
+use crate::validate::MAX_TTL;
+use crate::{Error, LivenessStore, Result};
+
+/// How long after a remote write the next one of the same runtime waits, at most.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(30);
+/// How long a remote "alive" answer is reused locally.
+pub const DEFAULT_REMOTE_POSITIVE_TTL: Duration = Duration::from_secs(1);
+/// Runtimes the local layer tracks before it evicts the least useful.
+pub const DEFAULT_LOCAL_CAPACITY: u64 = 1_000_000;
+/// How long a touch waits for its remote write, queueing included.
+pub const DEFAULT_LAYERED_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Write pipelines in flight at once.
+pub const DEFAULT_PIPELINES_IN_FLIGHT: usize = 2;
+
+/// Builds a [`LayeredStore`]; see [`LayeredStore::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct LayeredStoreBuilder<R> {
+    remote: R,
+    settings: Settings,
+    local_capacity: u64,
+    pipelines_in_flight: usize,
+}
+
+impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
+    pub(super) fn new(remote: R) -> Self {
+        LayeredStoreBuilder {
+            remote,
+            settings: Settings {
+                debounce: DEFAULT_DEBOUNCE,
+                remote_positive_ttl: DEFAULT_REMOTE_POSITIVE_TTL,
+                op_timeout: DEFAULT_LAYERED_OP_TIMEOUT,
+            },
+            local_capacity: DEFAULT_LOCAL_CAPACITY,
+            pipelines_in_flight: DEFAULT_PIPELINES_IN_FLIGHT,
+        }
+    }
+
+    /// The debounce window D: a runtime's remote record is written with ttl + D, and rewritten
+    /// only once it would otherwise lapse before the latest touch's ttl runs out — so a steady
+    /// beat writes about once per D instead of once per beat.
+    ///
+    /// Each touch clamps it to half its ttl. A bigger D saves remote writes; it costs as much
+    /// delay in seeing a stopped runtime dead (the record outlives the last beat by up to D).
+    ///
+    /// Defaults to 30 s (the reference's sweeper interval). Zero writes every touch through.
+    pub fn debounce(mut self, debounce: Duration) -> Self {
+        self.settings.debounce = debounce;
+        self
+    }
+
+    /// How long an "alive" answer from the remote is reused locally (C). Negatives are never
+    /// reused. A bigger C saves remote lookups; it adds as much to the delay before another
+    /// instance's `forget` or a stopped runtime is seen.
+    ///
+    /// Defaults to 1 s. Zero asks the remote every time.
+    pub fn remote_positive_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.remote_positive_ttl = ttl;
+        self
+    }
+
+    /// How many runtimes the local layer tracks. Past it moka evicts the least useful ones,
+    /// which costs a remote write or lookup later, never a wrong answer.
+    ///
+    /// Defaults to 1,000,000.
+    pub fn local_capacity(mut self, runtimes: u64) -> Self {
+        self.local_capacity = runtimes;
+        self
+    }
+
+    /// The longest a touch waits for its remote write, time in the queue included; past it
+    /// the touch is an `Err(Timeout)` and the caller falls back to its database.
+    ///
+    /// Defaults to 250 ms.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.op_timeout = timeout;
+        self
+    }
+
+    /// How many write pipelines may be in flight at once. While they all are, new writes
+    /// gather into the next one: fewer means bigger batches, more means less queueing.
+    ///
+    /// Defaults to 2.
+    pub fn pipelines_in_flight(mut self, pipelines: usize) -> Self {
+        self.pipelines_in_flight = pipelines;
+        self
+    }
+
+    /// Checks the settings and builds the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a zero capacity, pipeline count or timeout, or a window over 365
+    /// days.
+    pub fn build(self) -> Result<LayeredStore<R>> {
+        let settings = self.settings;
+        let problem = if self.local_capacity == 0 {
+            "local_capacity must be at least 1"
+        } else if self.pipelines_in_flight == 0 {
+            "pipelines_in_flight must be at least 1"
+        } else if settings.op_timeout.is_zero() {
+            "op_timeout must be more than zero"
+        } else if settings.debounce > MAX_TTL || settings.remote_positive_ttl > MAX_TTL {
+            "debounce and remote_positive_ttl must not exceed 365 days"
+        } else {
+            let clock = Clock::new();
+            let local = Cache::builder()
+                .max_capacity(self.local_capacity)
+                .expire_after(EntryExpiry { clock })
+                .build();
+            return Ok(LayeredStore {
+                shared: Arc::new(Shared {
+                    remote: self.remote,
+                    local,
+                    clock,
+                    settings,
+                    counters: Counters::default(),
+                    queue: WriteQueue::new(self.pipelines_in_flight),
+                }),
+            });
+        };
+        Err(Error::Config(problem.to_owned()))
+    }
+}

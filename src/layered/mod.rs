@@ -1,0 +1,303 @@
+//! The layered backend: a local moka layer in front of a remote store.
+
+mod builder;
+mod entry;
+mod writer;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+pub use builder::{
+    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_OP_TIMEOUT, DEFAULT_LOCAL_CAPACITY,
+    DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL, LayeredStoreBuilder,
+};
+use entry::{Clock, LocalEntry, Outcome, PendingWrite, nanos};
+use writer::{Job, WriteQueue};
+
+use crate::stats::Counters;
+use crate::validate::{self, MAX_TTL};
+use crate::{Error, LivenessStore, Result, StoreStats};
+
+/// A local TTL cache in front of a remote store, so that the heartbeat hot path rarely leaves
+/// the process.
+///
+/// - **touch**: the local entry's deadline moves at once (read your writes); the remote
+///   record is written only when, as last written, it would lapse before this touch's ttl
+///   runs out — with ttl + debounce, so a steady beat writes about once per debounce window.
+///   Concurrent touches of one runtime share one write; writes of all runtimes are
+///   group-committed into pipelines. Each touch returns its own write's result, so "fall back
+///   to the database on `Err`" still holds.
+/// - **is_alive_batch**: runtimes with a live local deadline are answered from memory; only
+///   the rest go to the remote, in one call. Remote "alive" answers are reused locally for
+///   `remote_positive_ttl`; "dead" answers never are.
+///
+/// A runtime that stopped beating at `t` with ttl `T` reads dead everywhere by
+/// `t + T + D + C` (D the clamped debounce, C the remote-positive ttl), and never reads dead
+/// before `t + T` on any instance sharing the remote.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> liveness_store::Result<()> {
+/// use std::time::Duration;
+/// use liveness_store::{LayeredStore, LivenessStore, MemoryStore};
+///
+/// // A MemoryStore stands in for Redis here; in production the remote is a RedisStore.
+/// let store = LayeredStore::builder(MemoryStore::new())
+///     .debounce(Duration::from_secs(30))
+///     .build()?;
+/// for _ in 0..10 {
+///     store.touch("rt-1", Duration::from_secs(90)).await?;
+/// }
+/// assert_eq!(store.stats().remote_writes, 1); // nine beats coalesced
+/// assert_eq!(store.is_alive_batch(&["rt-1"]).await?, vec![true]);
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "memory"))]
+/// # fn main() {}
+/// ```
+pub struct LayeredStore<R> {
+    shared: Arc<Shared<R>>,
+}
+
+/// The state the store shares with its group-commit tasks.
+struct Shared<R> {
+    remote: R,
+    local: Cache<String, Arc<LocalEntry>>,
+    clock: Clock,
+    settings: Settings,
+    counters: Counters,
+    queue: WriteQueue,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    debounce: Duration,
+    remote_positive_ttl: Duration,
+    op_timeout: Duration,
+}
+
+impl<R: fmt::Debug> fmt::Debug for LayeredStore<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.shared;
+        f.debug_struct("LayeredStore")
+            .field("remote", &shared.remote)
+            .field("debounce", &shared.settings.debounce)
+            .field("remote_positive_ttl", &shared.settings.remote_positive_ttl)
+            .field("op_timeout", &shared.settings.op_timeout)
+            .field("local_entries", &shared.local.entry_count())
+            .finish()
+    }
+}
+
+impl<R: LivenessStore + 'static> LayeredStore<R> {
+    /// A layered store over `remote` with every setting at its default.
+    pub fn new(remote: R) -> LayeredStore<R> {
+        Self::builder(remote)
+            .build()
+            .expect("the default settings are valid")
+    }
+
+    /// A builder for a layered store over `remote`.
+    pub fn builder(remote: R) -> LayeredStoreBuilder<R> {
+        LayeredStoreBuilder::new(remote)
+    }
+
+    /// The remote store.
+    pub fn remote(&self) -> &R {
+        &self.shared.remote
+    }
+
+    /// The local part of a touch: moves the deadline, and returns the remote write to wait
+    /// for, if the remote record does not already cover this touch.
+    async fn begin_touch(&self, runtime_id: &str, ttl: Duration) -> Option<Outcome> {
+        let shared = &self.shared;
+        Counters::add(&shared.counters.touches, 1);
+        let now = shared.clock.now();
+        let needed = now.saturating_add(nanos(ttl));
+        let entry = match shared.local.get(runtime_id).await {
+            Some(entry) => entry,
+            None => shared
+                .local
+                .entry_by_ref(runtime_id)
+                .or_insert_with(async { LocalEntry::alive_until(needed) })
+                .await
+                .into_value(),
+        };
+        // Invariant 2: this instance answers "alive" at once, whatever the remote does.
+        entry.extend_alive(needed);
+        // Invariant 1: coalesce only when the record as written outlives this touch's ttl.
+        if entry.remote_covers(needed) {
+            Counters::add(&shared.counters.coalesced_touches, 1);
+            return None;
+        }
+        Some(self.join_or_start_write(entry, runtime_id, ttl, now, needed))
+    }
+
+    /// Single flight: joins the write under way if it covers `needed`, else queues a new one.
+    fn join_or_start_write(
+        &self,
+        entry: Arc<LocalEntry>,
+        runtime_id: &str,
+        ttl: Duration,
+        now: u64,
+        needed: u64,
+    ) -> Outcome {
+        let mut pending = entry.pending.lock();
+        if let Some(write) = pending.as_ref()
+            && write.covers_until >= needed
+            && write.outcome.borrow().is_none()
+        {
+            return write.outcome.clone();
+        }
+        // The record outlives the ttl by the debounce window, so the touches of the next D
+        // coalesce; half the ttl at most keeps the false-alive delay within 1.5 ttl.
+        let debounce = self.shared.settings.debounce.min(ttl / 2);
+        let write_ttl = (ttl + debounce).min(MAX_TTL);
+        // `now` precedes the write, so the record lapses no earlier than this.
+        let covers_until = now.saturating_add(nanos(write_ttl));
+        let (sender, outcome) = tokio::sync::watch::channel(None);
+        *pending = Some(PendingWrite {
+            covers_until,
+            outcome: outcome.clone(),
+        });
+        drop(pending);
+        let job = Job {
+            runtime_id: runtime_id.to_owned(),
+            ttl: write_ttl,
+            covers_until,
+            entry,
+            outcome: sender,
+        };
+        writer::enqueue(&self.shared, job);
+        outcome
+    }
+
+    /// Waits for a remote write's result, at most the op timeout (invariant 5).
+    async fn finish_touch(&self, mut outcome: Outcome) -> Result<()> {
+        let timeout = self.shared.settings.op_timeout;
+        let timed_out = Error::Timeout {
+            op: "touch",
+            after: timeout,
+        };
+        match tokio::time::timeout(timeout, outcome.wait_for(Option::is_some)).await {
+            Ok(Ok(result)) => result.clone().unwrap_or(Err(timed_out)),
+            Ok(Err(_)) => Err(Error::backend("touch", "the remote write was abandoned")),
+            Err(_) => Err(timed_out),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
+    fn available(&self) -> bool {
+        self.shared.remote.available()
+    }
+
+    async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()> {
+        validate::beat(runtime_id, ttl)?;
+        match self.begin_touch(runtime_id, ttl).await {
+            None => Ok(()),
+            Some(outcome) => self.finish_touch(outcome).await,
+        }
+    }
+
+    async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
+        for (runtime_id, ttl) in beats {
+            validate::beat(runtime_id, *ttl)?;
+        }
+        // Queue every write before waiting for any, so they share pipelines.
+        let mut outcomes = Vec::new();
+        for (runtime_id, ttl) in beats {
+            outcomes.extend(self.begin_touch(runtime_id, *ttl).await);
+        }
+        let mut result = Ok(());
+        for outcome in outcomes {
+            if let Err(error) = self.finish_touch(outcome).await {
+                result = Err(error);
+            }
+        }
+        result
+    }
+
+    async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>> {
+        validate::runtime_ids(runtime_ids)?;
+        let shared = &self.shared;
+        let now = shared.clock.now();
+        let mut answers = vec![false; runtime_ids.len()];
+        // (index in the input, the local entry if any) of every id memory cannot prove alive.
+        let mut misses = Vec::new();
+        for (index, id) in runtime_ids.iter().enumerate() {
+            let entry = shared.local.get(*id).await;
+            match entry {
+                Some(entry) if entry.is_alive(now) => answers[index] = true,
+                entry => misses.push((index, entry)),
+            }
+        }
+        let counters = &shared.counters;
+        Counters::add(
+            &counters.local_hits,
+            (runtime_ids.len() - misses.len()) as u64,
+        );
+        if misses.is_empty() {
+            return Ok(answers);
+        }
+        let miss_ids: Vec<&str> = misses
+            .iter()
+            .map(|(index, _)| runtime_ids[*index])
+            .collect();
+        Counters::add(&counters.remote_lookups, miss_ids.len() as u64);
+        Counters::add(&counters.remote_lookup_batches, 1);
+        let remote = match shared.remote.is_alive_batch(&miss_ids).await {
+            Ok(remote) if remote.len() == miss_ids.len() => remote,
+            Ok(remote) => {
+                Counters::add(&counters.errors, 1);
+                return Err(Error::backend(
+                    "is_alive_batch",
+                    format!("remote answered {} of {} ids", remote.len(), miss_ids.len()),
+                ));
+            }
+            Err(error) => {
+                Counters::add(&counters.errors, 1);
+                return Err(error);
+            }
+        };
+        let cache_until = now.saturating_add(nanos(shared.settings.remote_positive_ttl));
+        let cache_positives = !shared.settings.remote_positive_ttl.is_zero();
+        for ((index, entry), alive) in misses.into_iter().zip(remote) {
+            if !alive {
+                continue; // Negatives are never cached: a new beat must show at once.
+            }
+            answers[index] = true;
+            if cache_positives {
+                match entry {
+                    Some(entry) => entry.extend_alive(cache_until),
+                    None => {
+                        let entry = LocalEntry::alive_until(cache_until);
+                        shared
+                            .local
+                            .insert(runtime_ids[index].to_owned(), entry)
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn forget(&self, runtime_id: &str) {
+        if validate::runtime_id(runtime_id).is_err() {
+            return;
+        }
+        // Local first: this instance answers "dead" at once (invariant 3).
+        self.shared.local.invalidate(runtime_id).await;
+        self.shared.remote.forget(runtime_id).await;
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.shared.counters.snapshot()
+    }
+}

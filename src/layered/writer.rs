@@ -1,0 +1,118 @@
+//! Group commit: touches that need a remote write join the next pipeline.
+//!
+//! A flusher task takes every queued write as soon as a pipeline slot is free and sends them as
+//! one `touch_many` (one round trip on Redis). An idle store pays one round trip per touch; a
+//! loaded one pays one per batch. The flusher exits once the queue is empty, so it never
+//! outlives the work the store gave it; the next write that finds no flusher starts one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use super::Shared;
+use super::entry::LocalEntry;
+use crate::stats::Counters;
+use crate::{Error, LivenessStore, Result};
+
+/// One remote write: a runtime's record with the ttl that outlasts the debounce window.
+pub(super) struct Job {
+    pub(super) runtime_id: String,
+    pub(super) ttl: Duration,
+    /// The record lapses no earlier than this once written (clock nanos).
+    pub(super) covers_until: u64,
+    pub(super) entry: Arc<LocalEntry>,
+    pub(super) outcome: watch::Sender<Option<Result<()>>>,
+}
+
+/// Writes waiting for the next pipeline.
+#[derive(Debug)]
+pub(super) struct WriteQueue {
+    jobs: Mutex<Vec<Job>>,
+    flushing: AtomicBool,
+    /// Pipelines allowed in flight at once.
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("runtime_id", &self.runtime_id)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriteQueue {
+    pub(super) fn new(pipelines_in_flight: usize) -> Self {
+        WriteQueue {
+            jobs: Mutex::new(Vec::new()),
+            flushing: AtomicBool::new(false),
+            slots: Arc::new(Semaphore::new(pipelines_in_flight)),
+        }
+    }
+}
+
+/// Queues `job` and makes sure a flusher will send it.
+pub(super) fn enqueue<R: LivenessStore + 'static>(shared: &Arc<Shared<R>>, job: Job) {
+    shared.queue.jobs.lock().push(job);
+    if !shared.queue.flushing.swap(true, Ordering::AcqRel) {
+        tokio::spawn(flush(Arc::clone(shared)));
+    }
+}
+
+async fn flush<R: LivenessStore + 'static>(shared: Arc<Shared<R>>) {
+    let queue = &shared.queue;
+    loop {
+        // Waiting for a free slot is what gathers the writes of a busy store into one batch.
+        let Ok(slot) = Arc::clone(&queue.slots).acquire_owned().await else {
+            return;
+        };
+        let jobs = std::mem::take(&mut *queue.jobs.lock());
+        if jobs.is_empty() {
+            queue.flushing.store(false, Ordering::Release);
+            // A job queued between the take and the store above saw `flushing` still set and
+            // started no flusher: this one carries on for it, unless another has started.
+            if queue.jobs.lock().is_empty() || queue.flushing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            continue;
+        }
+        tokio::spawn(send(Arc::clone(&shared), jobs, slot));
+    }
+}
+
+async fn send<R: LivenessStore>(
+    shared: Arc<Shared<R>>,
+    jobs: Vec<Job>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let beats: Vec<(&str, Duration)> = jobs
+        .iter()
+        .map(|job| (job.runtime_id.as_str(), job.ttl))
+        .collect();
+    let timeout = shared.settings.op_timeout;
+    // The remote bounds its own calls; this guard keeps a misbehaving one from holding the
+    // slot forever.
+    let result = tokio::time::timeout(timeout, shared.remote.touch_many(&beats))
+        .await
+        .unwrap_or(Err(Error::Timeout {
+            op: "touch",
+            after: timeout,
+        }));
+    let counters = &shared.counters;
+    Counters::add(&counters.remote_write_batches, 1);
+    Counters::add(&counters.remote_writes, jobs.len() as u64);
+    if result.is_err() {
+        Counters::add(&counters.errors, 1);
+    }
+    for job in jobs {
+        if result.is_ok() {
+            // Invariant 1: only a write Redis acknowledged lets later touches coalesce.
+            job.entry.extend_remote(job.covers_until);
+        }
+        job.outcome.send_replace(Some(result.clone()));
+    }
+}

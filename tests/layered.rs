@@ -1,0 +1,439 @@
+//! The layered store's own promises, on tokio's paused clock over a `MemoryStore` stand-in
+//! remote (deterministic), and against real Redis where Redis owns the clock and counts the
+//! commands.
+#![cfg(all(feature = "layered", feature = "memory"))]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use liveness_store::{Error, LayeredStore, LivenessStore, MemoryStore, Result};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// A remote that fails on demand and counts the write calls it got.
+#[derive(Debug, Default)]
+struct FlakyRemote {
+    inner: MemoryStore,
+    failing: AtomicBool,
+    write_calls: AtomicU64,
+}
+
+impl FlakyRemote {
+    fn check(&self) -> Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(Error::Timeout {
+                op: "test",
+                after: MS,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LivenessStore for FlakyRemote {
+    fn available(&self) -> bool {
+        true
+    }
+    async fn touch(&self, id: &str, ttl: Duration) -> Result<()> {
+        self.touch_many(&[(id, ttl)]).await
+    }
+    async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
+        self.write_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.touch_many(beats).await
+    }
+    async fn is_alive_batch(&self, ids: &[&str]) -> Result<Vec<bool>> {
+        self.check()?;
+        self.inner.is_alive_batch(ids).await
+    }
+    async fn forget(&self, id: &str) {
+        self.inner.forget(id).await;
+    }
+}
+
+/// Beats at the reference's ratios (every 15 s, ttl 90 s, debounce 30 s) for ten minutes:
+/// the remote is written only when the record as written would lapse before the beat's ttl.
+#[tokio::test(start_paused = true)]
+async fn a_steady_beat_writes_about_once_per_debounce_window() {
+    let (beat, ttl, debounce) = (
+        Duration::from_secs(15),
+        Duration::from_secs(90),
+        Duration::from_secs(30),
+    );
+    let store = LayeredStore::builder(MemoryStore::new())
+        .debounce(debounce)
+        .build()
+        .unwrap();
+    // The rule, modelled: a write at w covers until w + ttl + debounce; a beat at t needs
+    // t + ttl covered.
+    let mut expected_writes = 0;
+    let mut covered_until = None;
+    for i in 0..=40u32 {
+        let now = beat * i;
+        if covered_until.is_none_or(|until| until < now + ttl) {
+            expected_writes += 1;
+            covered_until = Some(now + ttl + debounce);
+        }
+        store.touch("rt", ttl).await.unwrap();
+        tokio::time::advance(beat).await;
+    }
+    let stats = store.stats();
+    assert_eq!(stats.touches, 41);
+    assert_eq!(stats.remote_writes, expected_writes);
+    assert_eq!(stats.coalesced_touches, 41 - expected_writes);
+    assert!(expected_writes <= 14, "{expected_writes}");
+}
+
+/// Invariant 1 and 3 across instances: B never reads a runtime that beats on A as dead, and
+/// both read it dead by ttl + debounce + remote-positive ttl after it stops.
+#[tokio::test(start_paused = true)]
+async fn a_second_instance_never_reads_a_beating_runtime_dead() {
+    let remote = MemoryStore::new(); // clones share one cache: one "Redis"
+    let (ttl, debounce, positive) = (1_000 * MS, 300 * MS, 1_000 * MS);
+    let build = || {
+        LayeredStore::builder(remote.clone())
+            .debounce(debounce)
+            .remote_positive_ttl(positive)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let start = tokio::time::Instant::now();
+    let mut last_touch = start;
+    let mut polls = 0;
+    while start.elapsed() < 5_000 * MS {
+        if start.elapsed().as_millis().is_multiple_of(200) {
+            a.touch("rt", ttl).await.unwrap();
+            last_touch = tokio::time::Instant::now();
+        }
+        assert_eq!(
+            b.is_alive_batch(&["rt"]).await.unwrap(),
+            [true],
+            "at {:?}",
+            start.elapsed()
+        );
+        polls += 1;
+        tokio::time::advance(20 * MS).await;
+    }
+    assert!(polls >= 250);
+    // Beats stop. Alive until last_touch + ttl on both, dead on both by the bound.
+    let bound = ttl + debounce + positive;
+    let mut dead_at = [None, None];
+    while last_touch.elapsed() <= bound {
+        for (i, store) in [&a, &b].into_iter().enumerate() {
+            let alive = store.is_alive("rt").await.unwrap();
+            if last_touch.elapsed() < ttl {
+                assert!(alive, "instance {i} read dead before the ttl ran out");
+            }
+            if !alive && dead_at[i].is_none() {
+                dead_at[i] = Some(last_touch.elapsed());
+            }
+            if alive {
+                assert!(dead_at[i].is_none(), "instance {i} came back to life");
+            }
+        }
+        tokio::time::advance(20 * MS).await;
+    }
+    for (i, dead) in dead_at.iter().enumerate() {
+        let dead = dead.unwrap_or_else(|| panic!("instance {i} still alive past {bound:?}"));
+        assert!(
+            dead >= ttl && dead <= bound,
+            "instance {i} dead after {dead:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_touches_of_one_id_share_one_write() {
+    let store = Arc::new(LayeredStore::new(FlakyRemote::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10_000 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move { store.touch("hot", Duration::from_secs(90)).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    assert_eq!(store.remote().write_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(store.stats().remote_writes, 1);
+    assert_eq!(store.stats().touches, 10_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_fails_its_touches_and_the_next_touch_writes_again() {
+    let store = LayeredStore::new(FlakyRemote::default());
+    let ttl = Duration::from_secs(90);
+    store.remote().failing.store(true, Ordering::SeqCst);
+    let failed = store.touch_many(&[("a", ttl), ("b", ttl)]).await;
+    assert!(matches!(failed, Err(Error::Timeout { .. })), "{failed:?}");
+    let failed = store.touch("a", ttl).await;
+    assert!(
+        failed.is_err(),
+        "a touch must not coalesce on a failed write: {failed:?}"
+    );
+    // This instance took the beats: it still answers from memory (read your writes)...
+    assert_eq!(
+        store.is_alive_batch(&["a", "b"]).await.unwrap(),
+        [true, true]
+    );
+    store.remote().failing.store(false, Ordering::SeqCst);
+    let calls_before = store.remote().write_calls.load(Ordering::SeqCst);
+    store.touch("a", ttl).await.unwrap();
+    store.touch("b", ttl).await.unwrap();
+    // ...and both wrote through once the remote was back.
+    assert_eq!(
+        store.remote().write_calls.load(Ordering::SeqCst),
+        calls_before + 2
+    );
+    assert_eq!(
+        store
+            .remote()
+            .inner
+            .is_alive_batch(&["a", "b"])
+            .await
+            .unwrap(),
+        [true, true]
+    );
+    assert!(store.stats().errors >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remote_positives_are_cached_and_negatives_are_not() {
+    let remote = MemoryStore::new();
+    let positive = 1_000 * MS;
+    let reader = LayeredStore::builder(remote.clone())
+        .remote_positive_ttl(positive)
+        .build()
+        .unwrap();
+    remote.touch("up", Duration::from_secs(90)).await.unwrap();
+    assert_eq!(
+        reader.is_alive_batch(&["up", "down"]).await.unwrap(),
+        [true, false]
+    );
+    assert_eq!(reader.stats().remote_lookups, 2);
+    // Within C the positive comes from memory; the negative is asked again.
+    assert_eq!(
+        reader.is_alive_batch(&["up", "down"]).await.unwrap(),
+        [true, false]
+    );
+    let stats = reader.stats();
+    assert_eq!((stats.local_hits, stats.remote_lookups), (1, 3));
+    // A beat that arrives for the negative shows at once.
+    remote.touch("down", Duration::from_secs(90)).await.unwrap();
+    assert_eq!(reader.is_alive_batch(&["down"]).await.unwrap(), [true]);
+    // Past C the positive is asked again.
+    tokio::time::advance(positive).await;
+    reader.is_alive_batch(&["up"]).await.unwrap();
+    assert_eq!(reader.stats().remote_lookups, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forget_is_seen_at_once_on_the_forgetting_instance() {
+    let remote = MemoryStore::new();
+    let store = LayeredStore::new(remote.clone());
+    store.touch("rt", Duration::from_secs(90)).await.unwrap();
+    store.forget("rt").await;
+    assert_eq!(store.is_alive_batch(&["rt"]).await.unwrap(), [false]);
+    assert_eq!(remote.is_alive_batch(&["rt"]).await.unwrap(), [false]);
+    // The next beat writes through again (the coalescing state went with the entry).
+    store.touch("rt", Duration::from_secs(90)).await.unwrap();
+    assert_eq!(remote.is_alive_batch(&["rt"]).await.unwrap(), [true]);
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused() {
+    let builds = [
+        LayeredStore::builder(MemoryStore::new())
+            .local_capacity(0)
+            .build(),
+        LayeredStore::builder(MemoryStore::new())
+            .pipelines_in_flight(0)
+            .build(),
+        LayeredStore::builder(MemoryStore::new())
+            .op_timeout(Duration::ZERO)
+            .build(),
+        LayeredStore::builder(MemoryStore::new())
+            .debounce(Duration::from_secs(400 * 24 * 3600))
+            .build(),
+    ];
+    for build in builds {
+        assert!(matches!(build, Err(Error::Config(_))), "{build:?}");
+    }
+}
+
+/// Against real Redis: the command counts and round trips the issue asks for.
+#[cfg(feature = "redis")]
+mod over_redis {
+    use super::*;
+    use liveness_store::RedisStore;
+    use support::RedisServer;
+
+    async fn redis(server: &RedisServer) -> RedisStore {
+        RedisStore::connect(&server.url()).await.unwrap()
+    }
+
+    /// Two instances over one Redis, real time: B polls every 20 ms while A beats.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_over_one_redis() {
+        let server = RedisServer::start();
+        let (ttl, debounce, positive) = (1_000 * MS, 300 * MS, 200 * MS);
+        let a = Arc::new(
+            LayeredStore::builder(redis(&server).await)
+                .debounce(debounce)
+                .remote_positive_ttl(positive)
+                .build()
+                .unwrap(),
+        );
+        let b = LayeredStore::builder(redis(&server).await)
+            .debounce(debounce)
+            .remote_positive_ttl(positive)
+            .build()
+            .unwrap();
+        a.touch("rt", ttl).await.unwrap();
+        let beater = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                let mut last_ok = tokio::time::Instant::now();
+                for _ in 0..15 {
+                    tokio::time::sleep(200 * MS).await;
+                    a.touch("rt", ttl).await.unwrap();
+                    last_ok = tokio::time::Instant::now();
+                }
+                last_ok
+            })
+        };
+        let mut polls = 0;
+        while !beater.is_finished() {
+            assert_eq!(b.is_alive_batch(&["rt"]).await.unwrap(), [true]);
+            polls += 1;
+            tokio::time::sleep(20 * MS).await;
+        }
+        let last_touch = beater.await.unwrap();
+        assert!(polls > 50, "{polls} polls");
+        // A wrote about once per (debounce + beat), not once per beat.
+        assert!(
+            server.calls("set") <= 8,
+            "{} SETs for 16 beats",
+            server.calls("set")
+        );
+        let bound = ttl + debounce + positive + 100 * MS;
+        let mut dead = [false, false];
+        while dead != [true, true] && last_touch.elapsed() < bound {
+            for (i, store) in [&*a, &b].into_iter().enumerate() {
+                let answer = store.is_alive_batch(&["rt"]).await.unwrap()[0];
+                if last_touch.elapsed() < ttl - 50 * MS {
+                    assert!(answer, "instance {i} read dead before the ttl ran out");
+                }
+                dead[i] |= !answer;
+            }
+            tokio::time::sleep(20 * MS).await;
+        }
+        assert_eq!(
+            dead,
+            [true, true],
+            "still alive {:?} after the last beat",
+            last_touch.elapsed()
+        );
+    }
+
+    /// 100 runtimes beating every 100 ms for 3 s with ttl 1 s and debounce 500 ms: the
+    /// layered store sends at most 30% of the SETs the plain Redis store sends.
+    #[tokio::test]
+    async fn layered_sends_a_fraction_of_the_sets() {
+        async fn beat_for_3s(store: &dyn LivenessStore, ids: &[String]) {
+            let start = tokio::time::Instant::now();
+            for tick in 0..30u32 {
+                tokio::time::sleep_until(start + 100 * MS * tick).await;
+                let beats: Vec<(&str, Duration)> =
+                    ids.iter().map(|id| (id.as_str(), 1_000 * MS)).collect();
+                store.touch_many(&beats).await.unwrap();
+            }
+        }
+        let ids: Vec<String> = (0..100).map(|i| format!("rt-{i}")).collect();
+        let server = RedisServer::start();
+        server.reset_stats();
+        beat_for_3s(&redis(&server).await, &ids).await;
+        let plain_sets = server.calls("set");
+        server.flushall();
+        server.reset_stats();
+        let layered = LayeredStore::builder(redis(&server).await)
+            .debounce(500 * MS)
+            .build()
+            .unwrap();
+        beat_for_3s(&layered, &ids).await;
+        let layered_sets = server.calls("set");
+        assert_eq!(plain_sets, 3_000);
+        assert!(
+            layered_sets * 10 <= plain_sets * 3,
+            "layered {layered_sets} SETs vs plain {plain_sets}"
+        );
+        println!("SETs: layered {layered_sets}, RedisStore {plain_sets}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_concurrent_touches() {
+        let server = RedisServer::start();
+        let store = Arc::new(LayeredStore::new(redis(&server).await));
+        server.reset_stats();
+        let burst = |ids: Vec<String>| {
+            let mut tasks = tokio::task::JoinSet::new();
+            for id in ids {
+                let store = Arc::clone(&store);
+                tasks.spawn(async move { store.touch(&id, Duration::from_secs(90)).await });
+            }
+            tasks
+        };
+        let mut tasks = burst(vec!["hot".to_owned(); 10_000]);
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap().unwrap();
+        }
+        assert_eq!(server.calls("set"), 1, "one id, one write");
+
+        let mut tasks = burst((0..10_000).map(|i| format!("rt-{i}")).collect());
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap().unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(server.calls("set"), 10_001);
+        let batches = stats.remote_write_batches - 1;
+        assert!(batches <= 100, "{batches} round trips for 10,000 writes");
+        println!("10,000 distinct touches: {batches} write round trips");
+    }
+
+    #[tokio::test]
+    async fn local_answers_send_nothing_and_misses_share_one_round_trip() {
+        let server = RedisServer::start();
+        let store = LayeredStore::new(redis(&server).await);
+        let ids: Vec<String> = (0..1_000).map(|i| format!("rt-{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let beats: Vec<(&str, Duration)> = refs[..500]
+            .iter()
+            .map(|id| (*id, Duration::from_secs(90)))
+            .collect();
+        store.touch_many(&beats).await.unwrap();
+
+        server.reset_stats();
+        let answers = store.is_alive_batch(&refs[..500]).await.unwrap();
+        assert_eq!(answers, vec![true; 500]);
+        assert_eq!(server.total_calls(), 0, "all-local batch sent commands");
+
+        let before = store.stats();
+        let answers = store.is_alive_batch(&refs).await.unwrap();
+        let expected: Vec<bool> = (0..1_000).map(|i| i < 500).collect();
+        assert_eq!(answers, expected);
+        assert_eq!(server.calls("mget"), 1);
+        assert_eq!(server.total_calls(), 1);
+        let after = store.stats();
+        assert_eq!(
+            after.remote_lookup_batches - before.remote_lookup_batches,
+            1
+        );
+        assert_eq!(after.remote_lookups - before.remote_lookups, 500);
+        assert_eq!(after.local_hits - before.local_hits, 500);
+    }
+}

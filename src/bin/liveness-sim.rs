@@ -1269,7 +1269,7 @@ mod tests {
             &["--duration-secs", "NaN"],
             &["--ttl-ms", "-5"],
             &["--silent-percent", "100.5"],
-            &["--backend", "layered"],
+            &["--backend", "cluster"],
             &["--redis-url", "redis://x/"],
             &["--what"],
             &["what"],

@@ -82,8 +82,9 @@ pub use error::{Error, Result};
 #[cfg(feature = "layered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
 pub use layered::{
-    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_OP_TIMEOUT, DEFAULT_LOCAL_CAPACITY,
-    DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL, LayeredStore, LayeredStoreBuilder,
+    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_MAX_BATCH, DEFAULT_LAYERED_OP_TIMEOUT,
+    DEFAULT_LOCAL_CAPACITY, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL, LayeredStore,
+    LayeredStoreBuilder,
 };
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]

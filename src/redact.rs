@@ -16,11 +16,13 @@ fn redact_one(url: &str) -> String {
 }
 
 /// Byte range of the password in `scheme://user:password@host`, if there is one.
+///
+/// The user info ends at the *last* `@`: a raw password may hold `/`, `?`, `#` or `@`, and
+/// redacting a little too much is better than printing part of a secret.
 fn password_span(url: &str) -> Option<(usize, usize)> {
     let authority_start = url.find("://")? + 3;
     let rest = &url[authority_start..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let userinfo_len = rest[..authority_len].rfind('@')?;
+    let userinfo_len = rest.rfind('@')?;
     let colon = rest[..userinfo_len].find(':')?;
     let (start, end) = (authority_start + colon + 1, authority_start + userinfo_len);
     (start < end).then_some((start, end))
@@ -57,8 +59,12 @@ mod tests {
             redact_url("redis://:a@h1,redis://:b@h2"),
             "redis://:***@h1,redis://:***@h2"
         );
-        // An '@' inside the password: the last '@' of the authority ends the user info.
-        assert_eq!(redact_url("redis://u:p@ss@host/0"), "redis://u:***@host/0");
+        // An '@', '/', '?', '#' or '%' inside the password: the last '@' ends the user info.
+        for password in ["p@ss", "ab/SECRET", "a?b", "a#b", "a%2Fb", "x/y@z#w"] {
+            let url = format!("redis://u:{password}@host:6379/0");
+            assert_eq!(redact_url(&url), "redis://u:***@host:6379/0", "{password}");
+            assert!(!scrub(&format!("bad: {url}"), &url).contains(password));
+        }
     }
 
     #[test]

@@ -93,16 +93,17 @@ async fn a_paused_redis_costs_one_timeout_and_the_store_recovers() {
     server.pause();
     let started = Instant::now();
     let touched = store.touch("rt", Duration::from_secs(30)).await;
+    let touch_took = started.elapsed();
+    let started = Instant::now();
     let batch = store.is_alive_batch(&["rt"]).await;
-    let waited = started.elapsed();
+    let batch_took = started.elapsed();
     server.resume();
     assert!(matches!(touched, Err(Error::Timeout { .. })), "{touched:?}");
     assert!(matches!(batch, Err(Error::Timeout { .. })), "{batch:?}");
-    // Two calls, each bounded by the op timeout (plus scheduling slack), not by TCP's.
-    assert!(
-        waited < op_timeout * 2 + Duration::from_millis(400),
-        "{waited:?}"
-    );
+    // Each call bounded by the op timeout (plus scheduling slack on a busy machine), not by TCP.
+    for took in [touch_took, batch_took] {
+        assert!(took < op_timeout + Duration::from_millis(150), "{took:?}");
+    }
     // The connection that timed out was dropped; a fresh one answers.
     assert_eq!(store.is_alive_batch(&["rt"]).await.unwrap(), [true]);
 }

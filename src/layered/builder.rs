@@ -22,6 +22,8 @@ pub const DEFAULT_LOCAL_CAPACITY: u64 = 1_000_000;
 pub const DEFAULT_LAYERED_OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// Write pipelines in flight at once.
 pub const DEFAULT_PIPELINES_IN_FLIGHT: usize = 2;
+/// Writes one group-commit pipeline carries at most.
+pub const DEFAULT_LAYERED_MAX_BATCH: usize = 1_000;
 
 /// Builds a [`LayeredStore`]; see [`LayeredStore::builder`].
 #[derive(Debug)]
@@ -31,6 +33,7 @@ pub struct LayeredStoreBuilder<R> {
     settings: Settings,
     local_capacity: u64,
     pipelines_in_flight: usize,
+    max_batch: usize,
 }
 
 impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
@@ -44,6 +47,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             },
             local_capacity: DEFAULT_LOCAL_CAPACITY,
             pipelines_in_flight: DEFAULT_PIPELINES_IN_FLIGHT,
+            max_batch: DEFAULT_LAYERED_MAX_BATCH,
         }
     }
 
@@ -97,11 +101,22 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         self
     }
 
+    /// The most writes one group-commit pipeline carries; a bigger burst leaves as several
+    /// pipelines, so none grows too big to finish within the op timeout. (Lookups are chunked
+    /// by the remote itself, e.g. [`RedisStoreBuilder::max_batch`](crate::RedisStoreBuilder),
+    /// so that all chunks still share one round trip.)
+    ///
+    /// Defaults to 1,000.
+    pub fn max_batch(mut self, writes: usize) -> Self {
+        self.max_batch = writes;
+        self
+    }
+
     /// Checks the settings and builds the store.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a zero capacity, pipeline count or timeout, or a window over 365
+    /// [`Error::Config`] for a zero capacity, pipeline count, batch or timeout, or a window over 365
     /// days.
     pub fn build(self) -> Result<LayeredStore<R>> {
         let settings = self.settings;
@@ -109,6 +124,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             "local_capacity must be at least 1"
         } else if self.pipelines_in_flight == 0 {
             "pipelines_in_flight must be at least 1"
+        } else if self.max_batch == 0 {
+            "max_batch must be at least 1"
         } else if settings.op_timeout.is_zero() {
             "op_timeout must be more than zero"
         } else if settings.debounce > MAX_TTL || settings.remote_positive_ttl > MAX_TTL {
@@ -126,7 +143,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                     clock,
                     settings,
                     counters: Counters::default(),
-                    queue: WriteQueue::new(self.pipelines_in_flight),
+                    queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
                 }),
             });
         };

@@ -85,6 +85,11 @@ impl LocalEntry {
         self.remote_until.fetch_max(until, Ordering::Relaxed);
     }
 
+    /// Forgets that this instance wrote the remote record, so the next touch writes through.
+    pub(super) fn forget_remote(&self) {
+        self.remote_until.store(0, Ordering::Relaxed);
+    }
+
     fn keep_until(&self) -> u64 {
         self.alive_until
             .load(Ordering::Relaxed)

@@ -11,8 +11,9 @@ use std::time::Duration;
 use moka::future::Cache;
 
 pub use builder::{
-    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_OP_TIMEOUT, DEFAULT_LOCAL_CAPACITY,
-    DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL, LayeredStoreBuilder,
+    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_MAX_BATCH, DEFAULT_LAYERED_OP_TIMEOUT,
+    DEFAULT_LOCAL_CAPACITY, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL,
+    LayeredStoreBuilder,
 };
 use entry::{Clock, LocalEntry, Outcome, PendingWrite, nanos};
 use writer::{Job, WriteQueue};
@@ -33,6 +34,9 @@ use crate::{Error, LivenessStore, Result, StoreStats};
 /// - **is_alive_batch**: runtimes with a live local deadline are answered from memory; only
 ///   the rest go to the remote, in one call. Remote "alive" answers are reused locally for
 ///   `remote_positive_ttl`; "dead" answers never are.
+///
+/// Like every tokio-based client, it is used from within a tokio runtime: writes are sent by a
+/// task it spawns there.
 ///
 /// A runtime that stopped beating at `t` with ttl `T` reads dead everywhere by
 /// `t + T + D + C` (D the clamped debounce, C the remote-positive ttl), and never reads dead
@@ -134,24 +138,39 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             Counters::add(&shared.counters.coalesced_touches, 1);
             return None;
         }
-        Some(self.join_or_start_write(entry, runtime_id, ttl, now, needed))
+        let outcome = self.join_or_start_write(&entry, runtime_id, ttl, now, needed);
+        if outcome.is_some() {
+            // moka computed this entry's expiry during the lookup, from the deadlines before
+            // this touch; putting the same entry back makes it count the new one. Only the
+            // write path pays this insert, at most once per debounce window.
+            shared.local.insert(runtime_id.to_owned(), entry).await;
+        } else {
+            Counters::add(&shared.counters.coalesced_touches, 1);
+        }
+        outcome
     }
 
     /// Single flight: joins the write under way if it covers `needed`, else queues a new one.
+    /// `None` when a write that finished meanwhile already covers it.
     fn join_or_start_write(
         &self,
-        entry: Arc<LocalEntry>,
+        entry: &Arc<LocalEntry>,
         runtime_id: &str,
         ttl: Duration,
         now: u64,
         needed: u64,
-    ) -> Outcome {
+    ) -> Option<Outcome> {
         let mut pending = entry.pending.lock();
+        // A write acknowledged between the caller's check and this lock covers us already:
+        // without this second look the touch would start a duplicate write.
+        if entry.remote_covers(needed) {
+            return None;
+        }
         if let Some(write) = pending.as_ref()
             && write.covers_until >= needed
             && write.outcome.borrow().is_none()
         {
-            return write.outcome.clone();
+            return Some(write.outcome.clone());
         }
         // The record outlives the ttl by the debounce window, so the touches of the next D
         // coalesce; half the ttl at most keeps the false-alive delay within 1.5 ttl.
@@ -169,21 +188,29 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             runtime_id: runtime_id.to_owned(),
             ttl: write_ttl,
             covers_until,
-            entry,
+            entry: Arc::clone(entry),
             outcome: sender,
         };
         writer::enqueue(&self.shared, job);
-        outcome
+        Some(outcome)
     }
 
-    /// Waits for a remote write's result, at most the op timeout (invariant 5).
-    async fn finish_touch(&self, mut outcome: Outcome) -> Result<()> {
-        let timeout = self.shared.settings.op_timeout;
+    /// The latest a call that starts now may return (invariant 5).
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.shared.settings.op_timeout
+    }
+
+    /// Waits for a remote write's result, until `deadline` at the latest.
+    async fn finish_touch(
+        &self,
+        mut outcome: Outcome,
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
         let timed_out = Error::Timeout {
             op: "touch",
-            after: timeout,
+            after: self.shared.settings.op_timeout,
         };
-        match tokio::time::timeout(timeout, outcome.wait_for(Option::is_some)).await {
+        match tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await {
             Ok(Ok(result)) => result.clone().unwrap_or(Err(timed_out)),
             Ok(Err(_)) => Err(Error::backend("touch", "the remote write was abandoned")),
             Err(_) => Err(timed_out),
@@ -199,9 +226,10 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
 
     async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()> {
         validate::beat(runtime_id, ttl)?;
+        let deadline = self.deadline();
         match self.begin_touch(runtime_id, ttl).await {
             None => Ok(()),
-            Some(outcome) => self.finish_touch(outcome).await,
+            Some(outcome) => self.finish_touch(outcome, deadline).await,
         }
     }
 
@@ -209,14 +237,16 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         for (runtime_id, ttl) in beats {
             validate::beat(runtime_id, *ttl)?;
         }
-        // Queue every write before waiting for any, so they share pipelines.
+        // Queue every write before waiting for any, so they share pipelines; one deadline for
+        // the whole call, so waiting on several writes never adds up their timeouts.
+        let deadline = self.deadline();
         let mut outcomes = Vec::new();
         for (runtime_id, ttl) in beats {
             outcomes.extend(self.begin_touch(runtime_id, *ttl).await);
         }
         let mut result = Ok(());
         for outcome in outcomes {
-            if let Err(error) = self.finish_touch(outcome).await {
+            if let Err(error) = self.finish_touch(outcome, deadline).await {
                 result = Err(error);
             }
         }
@@ -251,7 +281,13 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             .collect();
         Counters::add(&counters.remote_lookups, miss_ids.len() as u64);
         Counters::add(&counters.remote_lookup_batches, 1);
-        let remote = match shared.remote.is_alive_batch(&miss_ids).await {
+        let timeout = shared.settings.op_timeout;
+        let lookup = tokio::time::timeout(timeout, shared.remote.is_alive_batch(&miss_ids));
+        let answer = lookup.await.unwrap_or(Err(Error::Timeout {
+            op: "is_alive_batch",
+            after: timeout,
+        }));
+        let remote = match answer {
             Ok(remote) if remote.len() == miss_ids.len() => remote,
             Ok(remote) => {
                 Counters::add(&counters.errors, 1);
@@ -273,16 +309,18 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             }
             answers[index] = true;
             if cache_positives {
-                match entry {
-                    Some(entry) => entry.extend_alive(cache_until),
-                    None => {
-                        let entry = LocalEntry::alive_until(cache_until);
-                        shared
-                            .local
-                            .insert(runtime_ids[index].to_owned(), entry)
-                            .await;
-                    }
-                }
+                let entry = match entry {
+                    Some(entry) => entry,
+                    // Not `insert`: a touch may have created the entry during the lookup, and
+                    // its deadlines and pending write must survive.
+                    None => shared
+                        .local
+                        .entry_by_ref(runtime_ids[index])
+                        .or_insert_with(async { LocalEntry::alive_until(cache_until) })
+                        .await
+                        .into_value(),
+                };
+                entry.extend_alive(cache_until);
             }
         }
         Ok(answers)
@@ -293,8 +331,14 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             return;
         }
         // Local first: this instance answers "dead" at once (invariant 3).
-        self.shared.local.invalidate(runtime_id).await;
-        self.shared.remote.forget(runtime_id).await;
+        let shared = &self.shared;
+        shared.local.invalidate(runtime_id).await;
+        shared.remote.forget(runtime_id).await;
+        // A touch that came in while the record was being deleted may believe its write
+        // still stands; make its next touch write through (invariant 1).
+        if let Some(entry) = shared.local.get(runtime_id).await {
+            entry.forget_remote();
+        }
     }
 
     fn stats(&self) -> StoreStats {

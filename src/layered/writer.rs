@@ -34,6 +34,9 @@ pub(super) struct WriteQueue {
     flushing: AtomicBool,
     /// Pipelines allowed in flight at once.
     slots: Arc<Semaphore>,
+    /// Writes one pipeline carries at most, so that a burst (a cold start, a recovery) never
+    /// becomes one pipeline too big to finish within the op timeout.
+    max_batch: usize,
 }
 
 impl std::fmt::Debug for Job {
@@ -46,36 +49,67 @@ impl std::fmt::Debug for Job {
 }
 
 impl WriteQueue {
-    pub(super) fn new(pipelines_in_flight: usize) -> Self {
+    pub(super) fn new(pipelines_in_flight: usize, max_batch: usize) -> Self {
         WriteQueue {
             jobs: Mutex::new(Vec::new()),
             flushing: AtomicBool::new(false),
             slots: Arc::new(Semaphore::new(pipelines_in_flight)),
+            max_batch,
+        }
+    }
+
+    /// The next pipeline's writes, oldest first.
+    fn take_batch(&self) -> Vec<Job> {
+        let mut jobs = self.jobs.lock();
+        if jobs.len() <= self.max_batch {
+            std::mem::take(&mut *jobs)
+        } else {
+            jobs.drain(..self.max_batch).collect()
+        }
+    }
+}
+
+/// Clears the `flushing` flag if a flusher ends without doing so itself (its task was dropped,
+/// say because its runtime shut down), so that the next write starts a new flusher instead of
+/// waiting forever for one that is gone.
+struct FlushingGuard<'a> {
+    queue: &'a WriteQueue,
+    armed: bool,
+}
+
+impl Drop for FlushingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.queue.flushing.store(false, Ordering::Release);
         }
     }
 }
 
 /// Queues `job` and makes sure a flusher will send it.
 pub(super) fn enqueue<R: LivenessStore + 'static>(shared: &Arc<Shared<R>>, job: Job) {
-    shared.queue.jobs.lock().push(job);
-    if !shared.queue.flushing.swap(true, Ordering::AcqRel) {
-        tokio::spawn(flush(Arc::clone(shared)));
+    let queue = &shared.queue;
+    queue.jobs.lock().push(job);
+    if queue.flushing.swap(true, Ordering::AcqRel) {
+        return;
     }
+    tokio::spawn(flush(Arc::clone(shared)));
 }
 
 async fn flush<R: LivenessStore + 'static>(shared: Arc<Shared<R>>) {
     let queue = &shared.queue;
+    let mut guard = FlushingGuard { queue, armed: true };
     loop {
         // Waiting for a free slot is what gathers the writes of a busy store into one batch.
         let Ok(slot) = Arc::clone(&queue.slots).acquire_owned().await else {
             return;
         };
-        let jobs = std::mem::take(&mut *queue.jobs.lock());
+        let jobs = queue.take_batch();
         if jobs.is_empty() {
             queue.flushing.store(false, Ordering::Release);
             // A job queued between the take and the store above saw `flushing` still set and
             // started no flusher: this one carries on for it, unless another has started.
             if queue.jobs.lock().is_empty() || queue.flushing.swap(true, Ordering::AcqRel) {
+                guard.armed = false;
                 return;
             }
             continue;

@@ -18,6 +18,7 @@
 //! | [`NoopStore`] | always | the default: unavailable, the database is the only truth |
 //! | `MemoryStore` | `memory` | one server instance; a moka TTL cache in process |
 //! | `RedisStore` | `redis` | many instances sharing Redis; wire-compatible with the Go store |
+//! | `LayeredStore` | `layered` | a local moka layer in front of Redis: coalesced writes, local-first batches |
 //!
 //! A server picks one at run time with [`StoreConfig::from_env`] and [`open`], or builds one
 //! directly. Asking for a backend that was not compiled in is an [`Error::Config`].

@@ -77,6 +77,16 @@ struct Shared<R> {
     queue: WriteQueue,
 }
 
+/// What a touch that the remote record did not cover does about it.
+enum Write {
+    /// A write acknowledged meanwhile covers it after all.
+    Covered,
+    /// It waits for the write another touch started.
+    Joined(Outcome),
+    /// It started a write.
+    Started(Outcome),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     debounce: Duration,
@@ -138,20 +148,24 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             Counters::add(&shared.counters.coalesced_touches, 1);
             return None;
         }
-        let outcome = self.join_or_start_write(&entry, runtime_id, ttl, now, needed);
-        if outcome.is_some() {
-            // moka computed this entry's expiry during the lookup, from the deadlines before
-            // this touch; putting the same entry back makes it count the new one. Only the
-            // write path pays this insert, at most once per debounce window.
-            shared.local.insert(runtime_id.to_owned(), entry).await;
-        } else {
-            Counters::add(&shared.counters.coalesced_touches, 1);
+        match self.join_or_start_write(&entry, runtime_id, ttl, now, needed) {
+            Write::Covered => {
+                Counters::add(&shared.counters.coalesced_touches, 1);
+                None
+            }
+            Write::Joined(outcome) => Some(outcome),
+            Write::Started(outcome) => {
+                // moka computed this entry's expiry during the lookup, from the deadlines
+                // before this touch; putting the same entry back makes it count the new one.
+                // Only the touch that starts a write pays this insert, about once per debounce
+                // window; the touches joining it do not.
+                shared.local.insert(runtime_id.to_owned(), entry).await;
+                Some(outcome)
+            }
         }
-        outcome
     }
 
     /// Single flight: joins the write under way if it covers `needed`, else queues a new one.
-    /// `None` when a write that finished meanwhile already covers it.
     fn join_or_start_write(
         &self,
         entry: &Arc<LocalEntry>,
@@ -159,18 +173,18 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         ttl: Duration,
         now: u64,
         needed: u64,
-    ) -> Option<Outcome> {
+    ) -> Write {
         let mut pending = entry.pending.lock();
         // A write acknowledged between the caller's check and this lock covers us already:
         // without this second look the touch would start a duplicate write.
         if entry.remote_covers(needed) {
-            return None;
+            return Write::Covered;
         }
         if let Some(write) = pending.as_ref()
             && write.covers_until >= needed
             && write.outcome.borrow().is_none()
         {
-            return Some(write.outcome.clone());
+            return Write::Joined(write.outcome.clone());
         }
         // The record outlives the ttl by the debounce window, so the touches of the next D
         // coalesce; half the ttl at most keeps the false-alive delay within 1.5 ttl.
@@ -192,7 +206,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             outcome: sender,
         };
         writer::enqueue(&self.shared, job);
-        Some(outcome)
+        Write::Started(outcome)
     }
 
     /// The latest a call that starts now may return (invariant 5).

@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use crate::{Error, LivenessStore, Result};
+use crate::{Error, LivenessStore, Result, validate};
 
 /// The default store: always unavailable, exactly like the reference's noop store.
 ///
 /// `touch` succeeds without doing anything (the caller writes its database anyway, because
 /// [`available`](LivenessStore::available) is `false`), `is_alive_batch` answers
 /// `Err(Error::Unavailable)` so the caller trusts its database's stale window, and `forget`
-/// does nothing. It checks no input either, as the reference's noop store: it sends nothing
-/// anywhere, so nothing can reach a backend.
+/// does nothing. Unlike the reference's noop store it checks its input like every other
+/// backend, so a caller's bad id or ttl shows up in development, before a real backend is
+/// configured.
 ///
 /// ```
 /// use liveness_store::{Error, LivenessStore, NoopStore};
@@ -37,17 +38,20 @@ impl LivenessStore for NoopStore {
         false
     }
 
-    async fn touch(&self, _runtime_id: &str, _ttl: Duration) -> Result<()> {
-        Ok(())
+    async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()> {
+        validate::beat(runtime_id, ttl)
     }
 
-    async fn is_alive_batch(&self, _runtime_ids: &[&str]) -> Result<Vec<bool>> {
+    async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>> {
+        validate::runtime_ids(runtime_ids)?;
         Err(Error::Unavailable)
     }
 
     async fn forget(&self, _runtime_id: &str) {}
 
-    async fn touch_many(&self, _beats: &[(&str, Duration)]) -> Result<()> {
-        Ok(())
+    async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
+        beats
+            .iter()
+            .try_for_each(|(runtime_id, ttl)| validate::beat(runtime_id, *ttl))
     }
 }

@@ -75,6 +75,9 @@ pub const ENV_KEY_PREFIX: &str = "LIVENESS_KEY_PREFIX";
 pub const ENV_OP_TIMEOUT_MS: &str = "LIVENESS_OP_TIMEOUT_MS";
 /// Environment variable holding the layered store's debounce window in milliseconds.
 pub const ENV_DEBOUNCE_MS: &str = "LIVENESS_DEBOUNCE_MS";
+/// Environment variable holding the shortest recovery window after Redis lost its data, in
+/// milliseconds: set it to the largest ttl in use.
+pub const ENV_RECOVERY_FLOOR_MS: &str = "LIVENESS_RECOVERY_FLOOR_MS";
 
 /// The backend to open and its settings; unset settings keep each backend's defaults.
 ///
@@ -103,6 +106,8 @@ pub struct StoreConfig {
     pub op_timeout: Option<Duration>,
     /// The layered store's debounce window; `None` keeps 30 s.
     pub debounce: Option<Duration>,
+    /// The shortest recovery window after Redis lost its data; `None` keeps 90 s.
+    pub recovery_floor: Option<Duration>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -113,6 +118,7 @@ impl fmt::Debug for StoreConfig {
             .field("key_prefix", &self.key_prefix)
             .field("op_timeout", &self.op_timeout)
             .field("debounce", &self.debounce)
+            .field("recovery_floor", &self.recovery_floor)
             .finish()
     }
 }
@@ -148,6 +154,13 @@ impl StoreConfig {
         self
     }
 
+    /// Sets the shortest recovery window after Redis lost its data (the largest ttl in use).
+    #[must_use]
+    pub fn with_recovery_floor(mut self, floor: Duration) -> Self {
+        self.recovery_floor = Some(floor);
+        self
+    }
+
     /// Sets the layered store's debounce window.
     #[must_use]
     pub fn with_debounce(mut self, debounce: Duration) -> Self {
@@ -164,6 +177,7 @@ impl StoreConfig {
     /// | `LIVENESS_KEY_PREFIX` | key prefix | `mul:runtime:hb:` |
     /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
     /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
+    /// | `LIVENESS_RECOVERY_FLOOR_MS` | shortest recovery window after data loss in ms (the largest ttl in use) | `90000` |
     ///
     /// Nothing set gives the noop store; `REDIS_URL` alone does not turn Redis on. An empty
     /// variable counts as unset.
@@ -207,6 +221,7 @@ impl StoreConfig {
             key_prefix: set(ENV_KEY_PREFIX),
             op_timeout: milliseconds(ENV_OP_TIMEOUT_MS, false)?,
             debounce: milliseconds(ENV_DEBOUNCE_MS, true)?,
+            recovery_floor: milliseconds(ENV_RECOVERY_FLOOR_MS, true)?,
         })
     }
 
@@ -283,6 +298,9 @@ async fn redis_store(config: &StoreConfig) -> Result<crate::RedisStore> {
     }
     if let Some(timeout) = config.op_timeout {
         builder = builder.op_timeout(timeout);
+    }
+    if let Some(floor) = config.recovery_floor {
+        builder = builder.recovery_floor(floor);
     }
     builder.build().await
 }

@@ -13,8 +13,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No backend is wired in (the noop store), so the store cannot answer.
-    #[error("liveness store unavailable: no backend is configured")]
+    /// The store cannot answer: no backend is wired in (the noop store), or the backend is down
+    /// and the circuit breaker fails calls fast until a probe finds it back. Nothing was sent.
+    /// [`available`](crate::LivenessStore::available) tells the first case,
+    /// [`health`](crate::LivenessStore::health) the second.
+    #[error("liveness store unavailable: no backend is configured, or it is down")]
     Unavailable,
 
     /// The runtime id is empty, too long or contains a NUL byte. Nothing was sent.
@@ -78,8 +81,12 @@ impl Error {
         }
     }
 
-    /// Whether the caller may expect the same call to succeed later (the backend is slow, down
-    /// or recovering), as opposed to input or configuration that will never work.
+    /// Whether the caller may expect the same call to succeed later (the backend is slow,
+    /// failing or recovering), as opposed to input or configuration that will never work.
+    ///
+    /// [`Error::Unavailable`] is not counted: it is also the noop store's permanent answer. A
+    /// store with a backend answers it while its breaker is open; its
+    /// [`health`](crate::LivenessStore::health) tells when that ends.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -61,8 +61,11 @@
     unreachable_pub
 )]
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod config;
 mod error;
+mod health;
 #[cfg(feature = "layered")]
 mod layered;
 #[cfg(feature = "memory")]
@@ -77,9 +80,15 @@ pub mod validate;
 
 pub use config::{
     Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_REDIS_URL,
-    ENV_REDIS_URL_FALLBACK, StoreConfig, open,
+    ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL_FALLBACK, StoreConfig, open,
+};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use breaker::{
+    DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_MAX_COOLDOWN, DEFAULT_FAILURE_THRESHOLD,
 };
 pub use error::{Error, Result};
+pub use health::{Health, HealthStatus};
 #[cfg(feature = "layered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
 pub use layered::{
@@ -95,7 +104,7 @@ pub use noop::NoopStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
-    DEFAULT_POOL_SIZE, RedisStore, RedisStoreBuilder,
+    DEFAULT_POOL_SIZE, DEFAULT_RECOVERY_FLOOR, RedisStore, RedisStoreBuilder,
 };
 pub use stats::StoreStats;
 pub use store::LivenessStore;

@@ -26,6 +26,9 @@ pub struct StoreStats {
     pub remote_lookup_batches: u64,
     /// Remote calls that failed (writes and lookups).
     pub errors: u64,
+    /// Times the layered store reset its coalescing state because the remote lost its data,
+    /// so that every runtime's next touch wrote through.
+    pub epoch_resets: u64,
 }
 
 /// The live counters behind [`StoreStats`]: relaxed atomics, because each one is only ever
@@ -41,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) remote_lookups: AtomicU64,
     pub(crate) remote_lookup_batches: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) epoch_resets: AtomicU64,
 }
 
 #[cfg_attr(not(feature = "layered"), allow(dead_code))]
@@ -59,6 +63,7 @@ impl Counters {
             remote_lookups: self.remote_lookups.load(Relaxed),
             remote_lookup_batches: self.remote_lookup_batches.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            epoch_resets: self.epoch_resets.load(Relaxed),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use crate::{Result, StoreStats, validate};
+use crate::{Health, Result, StoreStats, validate};
 
 /// Short-lived "this runtime heartbeated recently" records.
 ///
@@ -56,6 +56,15 @@ pub trait LivenessStore: Send + Sync + Debug {
             .first()
             .copied()
             .ok_or_else(|| crate::Error::backend("is_alive", "the store gave no answer"))
+    }
+
+    /// Whether the backend works right now: healthy, degraded (recent failures, or recovering
+    /// after data loss) or down (the circuit breaker is open and calls fail fast), and since
+    /// when. Unlike [`available`](Self::available), which only says a backend is configured.
+    ///
+    /// Stores without a remote backend are always healthy.
+    fn health(&self) -> Health {
+        Health::always_healthy()
     }
 
     /// A snapshot of the store's counters; zeros for backends that keep none.

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use liveness_store::{Error, LivenessStore, RedisStore};
+use liveness_store::{DEFAULT_RECOVERY_FLOOR, Error, LivenessStore, RedisStore};
 use support::RedisServer;
 
 async fn store(server: &RedisServer) -> RedisStore {
@@ -28,6 +28,7 @@ async fn a_record_written_by_the_go_store_reads_alive() {
 async fn touch_writes_the_touch_time_with_the_ttl_in_milliseconds() {
     let server = RedisServer::start();
     let store = store(&server).await;
+    server.reset_stats(); // Connecting wrote the epoch record.
     let before = unix_ms();
     store.touch("rt-1", Duration::from_secs(5)).await.unwrap();
     let after = unix_ms();
@@ -133,11 +134,15 @@ async fn dead_connections_leave_the_pool_after_a_restart() {
         "{failures} failures: dead connections were reused"
     );
     assert!(store.touch("after", Duration::from_secs(30)).await.is_ok());
-    // The restart lost the data: the record written before it is gone (no persistence).
-    assert_eq!(
-        store.is_alive_batch(&["before", "after"]).await.unwrap(),
-        [false, true]
+    // The restart lost the data (no persistence): the store notices, and does not answer
+    // "dead" for the record that is gone until a full ttl has passed (invariant 4).
+    let answer = store.is_alive_batch(&["before", "after"]).await;
+    assert!(
+        matches!(answer, Err(Error::Recovering { remaining }) if remaining <= DEFAULT_RECOVERY_FLOOR),
+        "{answer:?}"
     );
+    assert_eq!(store.is_alive_batch(&["after"]).await.unwrap(), [true]);
+    assert_eq!(store.health().data_losses, 1);
 }
 
 #[tokio::test]

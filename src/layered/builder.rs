@@ -1,6 +1,7 @@
 //! Settings of a [`LayeredStore`].
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -132,6 +133,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             "debounce and remote_positive_ttl must not exceed 365 days"
         } else {
             let clock = Clock::new();
+            let losses_seen = AtomicU64::new(self.remote.health().data_losses);
             let local = Cache::builder()
                 .max_capacity(self.local_capacity)
                 .expire_after(EntryExpiry { clock })
@@ -144,6 +146,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                     settings,
                     counters: Counters::default(),
                     queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
+                    losses_seen,
                 }),
             });
         };

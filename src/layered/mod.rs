@@ -6,6 +6,7 @@ mod writer;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use moka::future::Cache;
@@ -20,7 +21,7 @@ use writer::{Job, WriteQueue};
 
 use crate::stats::Counters;
 use crate::validate::{self, MAX_TTL};
-use crate::{Error, LivenessStore, Result, StoreStats};
+use crate::{Error, Health, LivenessStore, Result, StoreStats};
 
 /// A local TTL cache in front of a remote store, so that the heartbeat hot path rarely leaves
 /// the process.
@@ -75,6 +76,42 @@ struct Shared<R> {
     settings: Settings,
     counters: Counters,
     queue: WriteQueue,
+    /// The remote's data-loss count when this store last reset its coalescing state.
+    losses_seen: AtomicU64,
+}
+
+impl<R: LivenessStore> Shared<R> {
+    /// How many times the remote has detected data loss.
+    fn remote_losses(&self) -> u64 {
+        self.remote.health().data_losses
+    }
+
+    /// After a remote call: if the remote detected data loss since the last look, forgets
+    /// every remote write this instance made, so each runtime's next touch writes through
+    /// instead of coalescing on a record that is gone (invariant 4).
+    fn reset_if_remote_lost_data(&self) {
+        let losses = self.remote_losses();
+        let seen = self.losses_seen.load(Ordering::Acquire);
+        if losses <= seen
+            || self
+                .losses_seen
+                .compare_exchange(seen, losses, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return; // Nothing new, or another call is resetting.
+        }
+        let mut entries = 0_u64;
+        for (_, entry) in &self.local {
+            entry.forget_remote();
+            entries += 1;
+        }
+        Counters::add(&self.counters.epoch_resets, 1);
+        tracing::warn!(
+            entries,
+            "liveness store: the remote lost its data; coalescing reset, every runtime's next \
+             touch writes through"
+        );
+    }
 }
 
 /// What a touch that the remote record did not cover does about it.
@@ -301,6 +338,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             op: "is_alive_batch",
             after: timeout,
         }));
+        shared.reset_if_remote_lost_data();
         let remote = match answer {
             Ok(remote) if remote.len() == miss_ids.len() => remote,
             Ok(remote) => {
@@ -347,12 +385,26 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         // Local first: this instance answers "dead" at once (invariant 3).
         let shared = &self.shared;
         shared.local.invalidate(runtime_id).await;
-        shared.remote.forget(runtime_id).await;
+        // The remote bounds its own calls; this keeps a misbehaving one from blocking forever.
+        let timeout = shared.settings.op_timeout;
+        if tokio::time::timeout(timeout, shared.remote.forget(runtime_id))
+            .await
+            .is_err()
+        {
+            tracing::warn!("liveness forget timed out; the record's ttl will reap it");
+        }
         // A touch that came in while the record was being deleted may believe its write
         // still stands; make its next touch write through (invariant 1).
         if let Some(entry) = shared.local.get(runtime_id).await {
             entry.forget_remote();
         }
+    }
+
+    /// The remote's health: the local layer itself cannot fail. While the remote is down the
+    /// store still answers what local deadlines prove, and touches write through again once a
+    /// probe finds the remote back.
+    fn health(&self) -> Health {
+        self.shared.remote.health()
     }
 
     fn stats(&self) -> StoreStats {

@@ -128,6 +128,7 @@ async fn send<R: LivenessStore>(
         .map(|job| (job.runtime_id.as_str(), job.ttl))
         .collect();
     let timeout = shared.settings.op_timeout;
+    let losses_before = shared.remote_losses();
     // The remote bounds its own calls; this guard keeps a misbehaving one from holding the
     // slot forever.
     let result = tokio::time::timeout(timeout, shared.remote.touch_many(&beats))
@@ -136,6 +137,10 @@ async fn send<R: LivenessStore>(
             op: "touch",
             after: timeout,
         }));
+    shared.reset_if_remote_lost_data();
+    // A write acknowledged across a detected data loss may have landed before the loss and
+    // be gone: it must not let later touches coalesce.
+    let trusted = result.is_ok() && shared.remote_losses() == losses_before;
     let counters = &shared.counters;
     Counters::add(&counters.remote_write_batches, 1);
     Counters::add(&counters.remote_writes, jobs.len() as u64);
@@ -143,7 +148,7 @@ async fn send<R: LivenessStore>(
         Counters::add(&counters.errors, 1);
     }
     for job in jobs {
-        if result.is_ok() {
+        if trusted {
             // Invariant 1: only a write Redis acknowledged lets later touches coalesce.
             job.entry.extend_remote(job.covers_until);
         }

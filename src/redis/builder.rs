@@ -7,7 +7,10 @@ use bb8_redis::RedisConnectionManager;
 
 use super::RedisStore;
 use super::connection::TrackedManager;
+use super::epoch::{DEFAULT_RECOVERY_FLOOR, Epoch};
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::redact::{redact_url, scrub};
+use crate::validate::MAX_TTL;
 use crate::{Error, Result};
 
 /// The key prefix of the reference Go store, so both can share one Redis.
@@ -30,6 +33,8 @@ pub struct RedisStoreBuilder {
     op_timeout: Duration,
     connect_timeout: Duration,
     max_batch: usize,
+    breaker: BreakerSettings,
+    recovery_floor: Duration,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
@@ -41,6 +46,8 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("op_timeout", &self.op_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_batch", &self.max_batch)
+            .field("breaker", &self.breaker)
+            .field("recovery_floor", &self.recovery_floor)
             .finish()
     }
 }
@@ -54,6 +61,8 @@ impl RedisStoreBuilder {
             op_timeout: DEFAULT_OP_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_batch: DEFAULT_MAX_BATCH,
+            breaker: BreakerSettings::default(),
+            recovery_floor: DEFAULT_RECOVERY_FLOOR,
         }
     }
 
@@ -102,6 +111,43 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Failures in a row (timeouts, connection or server errors) after which the circuit
+    /// breaker opens and calls fail fast with [`Error::Unavailable`].
+    ///
+    /// Defaults to 5.
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.breaker.failure_threshold = failures;
+        self
+    }
+
+    /// How long the open breaker waits before one call probes whether Redis is back. Each
+    /// failed probe doubles the wait, up to [`breaker_max_cooldown`](Self::breaker_max_cooldown).
+    /// Shorter notices recovery sooner; longer spares a struggling Redis.
+    ///
+    /// Defaults to 1 s.
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker.cooldown = cooldown;
+        self
+    }
+
+    /// The longest wait between probes of a Redis that stays down.
+    ///
+    /// Defaults to 30 s.
+    pub fn breaker_max_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker.max_cooldown = cooldown;
+        self
+    }
+
+    /// After Redis lost its data, "dead" answers are [`Error::Recovering`] for the largest ttl
+    /// this instance has written, and at least this long. Set it to the largest ttl in use:
+    /// an instance that only reads has written none.
+    ///
+    /// Defaults to 90 s (the reference deployment's ttl).
+    pub fn recovery_floor(mut self, floor: Duration) -> Self {
+        self.recovery_floor = floor;
+        self
+    }
+
     /// Checks the settings, opens the pool and proves with one `PING` that Redis answers and
     /// accepts the credentials.
     ///
@@ -127,9 +173,13 @@ impl RedisStoreBuilder {
             // times out; the next checkout tries again.
             .retry_connection(false)
             .build_unchecked(TrackedManager::new(manager, self.connect_timeout));
+        let name = redact_url(&self.url);
+        let key_prefix = self.key_prefix.into_bytes();
         let store = RedisStore {
+            epoch: Epoch::new(&key_prefix, self.recovery_floor, name.clone()),
+            breaker: Breaker::new(self.breaker, name),
             pool,
-            key_prefix: self.key_prefix.into_bytes(),
+            key_prefix,
             op_timeout: self.op_timeout,
             max_batch: self.max_batch,
             url: self.url,
@@ -147,8 +197,10 @@ impl RedisStoreBuilder {
             "connect_timeout must be more than zero"
         } else if self.max_batch == 0 {
             "max_batch must be at least 1"
+        } else if self.recovery_floor > MAX_TTL {
+            "recovery_floor must not exceed 365 days"
         } else {
-            return Ok(());
+            return self.breaker.check();
         };
         Err(Error::Config(problem.to_owned()))
     }

@@ -2,6 +2,7 @@
 
 mod builder;
 mod connection;
+mod epoch;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,7 +14,11 @@ pub use builder::{
     DEFAULT_POOL_SIZE, RedisStoreBuilder,
 };
 use connection::TrackedManager;
+pub use epoch::DEFAULT_RECOVERY_FLOOR;
+use epoch::Epoch;
 
+use crate::breaker::Breaker;
+use crate::health::{Health, remote_health};
 use crate::redact::{redact_url, scrub};
 use crate::{Error, LivenessStore, Result, validate};
 
@@ -23,6 +28,12 @@ use crate::{Error, LivenessStore, Result, validate};
 /// non-nil value reads as alive, so records the Go server writes as `1` count. A batch is one
 /// `MGET` per [`max_batch`](RedisStoreBuilder::max_batch) ids, all chunks pipelined in one
 /// round trip. Every call, pool checkout included, ends within the operation timeout.
+///
+/// After repeated failures a circuit breaker makes calls fail fast with
+/// [`Error::Unavailable`] until a probe succeeds; [`health`](LivenessStore::health) says which.
+/// Every batch also reads an epoch record in the same round trip: if Redis lost its data,
+/// "dead" answers become [`Error::Recovering`] until one full ttl has passed (see
+/// [`RedisStoreBuilder::recovery_floor`]).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -45,6 +56,8 @@ pub struct RedisStore {
     op_timeout: Duration,
     max_batch: usize,
     url: String,
+    breaker: Breaker,
+    epoch: Epoch,
 }
 
 impl fmt::Debug for RedisStore {
@@ -57,6 +70,7 @@ impl fmt::Debug for RedisStore {
             .field("max_batch", &self.max_batch)
             .field("connections", &state.connections)
             .field("idle_connections", &state.idle_connections)
+            .field("health", &self.health().status)
             .finish()
     }
 }
@@ -85,6 +99,14 @@ impl RedisStore {
         key
     }
 
+    /// The key of the epoch record that detects data loss: `<prefix>`, a NUL byte, `epoch`.
+    /// No runtime id contains a NUL byte, so no record can collide with it. It has no expiry;
+    /// deleting it makes every instance treat Redis as having lost its data.
+    #[must_use]
+    pub fn epoch_key(&self) -> Vec<u8> {
+        self.epoch.key().to_vec()
+    }
+
     /// Opens the pool's first connection and proves with a `PING` that Redis answers and
     /// accepts the credentials, within `timeout`.
     ///
@@ -98,12 +120,17 @@ impl RedisStore {
                 .dedicated_connection()
                 .await
                 .map_err(|e| self.backend_error(op, e))?;
-            let mut ping = redis::pipe();
-            ping.cmd("PING").ignore();
-            connection
-                .query::<()>(&ping)
+            let mut first = redis::pipe();
+            first.cmd("PING").ignore();
+            self.epoch.add_check(&mut first);
+            let replies: Vec<Value> = connection
+                .query(&first)
                 .await
                 .map_err(|e| self.backend_error(op, e))?;
+            if let Some(epoch) = replies.last() {
+                self.epoch.observe(epoch);
+            }
+            self.check_eviction_policy(&mut connection).await;
             Ok(connection)
         };
         let connection = tokio::time::timeout(timeout, connect)
@@ -114,9 +141,48 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Warns when Redis may evict records that have not expired: an evicted record reads as a
+    /// dead runtime, and an evicted epoch as data loss. Managed Redis services often refuse
+    /// `CONFIG`; then there is nothing to check.
+    async fn check_eviction_policy(&self, connection: &mut connection::TrackedConnection) {
+        let mut config = redis::pipe();
+        config.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        let reply: Result<Vec<Vec<String>>, _> = connection.query(&config).await;
+        match reply.as_deref() {
+            Ok([pair]) => match pair.as_slice() {
+                [_, policy] if policy.starts_with("allkeys-") => tracing::warn!(
+                    backend = %redact_url(&self.url),
+                    maxmemory_policy = %policy,
+                    "liveness store: redis may evict liveness records under memory \
+                     pressure, which reads as runtimes dying; use noeviction or volatile-ttl"
+                ),
+                _ => {}
+            },
+            Ok(_) => {}
+            Err(error) => tracing::debug!(
+                backend = %redact_url(&self.url),
+                error = %scrub(&error.to_string(), &self.url),
+                "liveness store: could not read maxmemory-policy"
+            ),
+        }
+    }
+
     /// Sends `pipeline` on a pooled connection, the whole of it, checkout included, bounded by
     /// the op timeout (invariant 5).
+    ///
+    /// The breaker goes first: while it is open the call fails in microseconds.
     async fn send<T: FromRedisValue>(&self, op: &'static str, pipeline: &Pipeline) -> Result<T> {
+        let permit = self.breaker.admit()?;
+        let result = self.send_now(op, pipeline).await;
+        permit.record(&result);
+        result
+    }
+
+    async fn send_now<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipeline: &Pipeline,
+    ) -> Result<T> {
         let timed_out = Error::Timeout {
             op,
             after: self.op_timeout,
@@ -151,6 +217,7 @@ impl RedisStore {
     }
 
     fn add_set(&self, pipeline: &mut Pipeline, runtime_id: &str, ttl: Duration, now_ms: u64) {
+        self.epoch.note_ttl(ttl);
         pipeline
             .cmd("SET")
             .arg(self.key(runtime_id))
@@ -193,10 +260,16 @@ impl LivenessStore for RedisStore {
                 command.arg(self.key(id));
             }
         }
-        let chunks: Vec<Vec<Value>> = self.send("is_alive_batch", &pipeline).await?;
-        let answers: Vec<bool> = chunks
+        // After the MGETs: a loss that happened before them shows in the epoch (invariant 4).
+        let epoch_replies = self.epoch.add_check(&mut pipeline);
+        let mut replies: Vec<Value> = self.send("is_alive_batch", &pipeline).await?;
+        let epoch = replies.split_off(replies.len().saturating_sub(epoch_replies));
+        let answers: Vec<bool> = replies
             .iter()
-            .flatten()
+            .flat_map(|chunk| match chunk {
+                Value::Array(values) => values.as_slice(),
+                _ => &[],
+            })
             .map(|value| !matches!(value, Value::Nil))
             .collect();
         if answers.len() != runtime_ids.len() {
@@ -209,6 +282,16 @@ impl LivenessStore for RedisStore {
                 ),
             ));
         }
+        if let Some(epoch) = epoch.last() {
+            self.epoch.observe(epoch);
+        }
+        // A record present now was written after any loss, so "alive" stands; "dead" may be a
+        // lost record until every live runtime has beaten again.
+        if let Some(remaining) = self.epoch.recovering_for()
+            && answers.contains(&false)
+        {
+            return Err(Error::Recovering { remaining });
+        }
         Ok(answers)
     }
 
@@ -218,8 +301,13 @@ impl LivenessStore for RedisStore {
         }
         let mut pipeline = redis::pipe();
         pipeline.cmd("DEL").arg(self.key(runtime_id)).ignore();
-        if let Err(error) = self.send::<()>("forget", &pipeline).await {
-            tracing::warn!(%error, "liveness forget failed; the record's ttl will reap it");
+        match self.send::<()>("forget", &pipeline).await {
+            Ok(()) => {}
+            // The breaker logged the outage when it opened; one line per forget would flood.
+            Err(Error::Unavailable) => {}
+            Err(error) => {
+                tracing::warn!(%error, "liveness forget failed; the record's ttl will reap it");
+            }
         }
     }
 
@@ -235,6 +323,18 @@ impl LivenessStore for RedisStore {
         for (runtime_id, ttl) in beats {
             self.add_set(&mut pipeline, runtime_id, *ttl, now_ms);
         }
-        self.send("touch_many", &pipeline).await
+        // One batch of writes, one epoch read: a layered store that only writes still learns
+        // of data loss and resets its coalescing (invariant 4).
+        self.epoch.add_check(&mut pipeline);
+        let replies: Vec<Value> = self.send("touch_many", &pipeline).await?;
+        if let Some(epoch) = replies.last() {
+            self.epoch.observe(epoch);
+        }
+        Ok(())
+    }
+
+    fn health(&self) -> Health {
+        let (losses, recovery) = self.epoch.status();
+        remote_health(self.breaker.status(), losses, recovery)
     }
 }

@@ -1,0 +1,297 @@
+//! A circuit breaker: after repeated failures a remote backend is left alone for a while, so
+//! that calls fail in microseconds instead of each waiting out the operation timeout.
+//!
+//! Closed → (threshold failures in a row) → open for a cool-down → the first call after it is
+//! the probe (half-open; every other call still fails fast) → closed if it succeeds, open again
+//! with twice the cool-down (up to a maximum) if it fails.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::health::HealthStatus;
+use crate::{Error, Result};
+
+/// Failures in a row that open the breaker.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+/// How long the breaker stays open before the first probe.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+/// The longest cool-down; each failed probe doubles it up to this.
+pub const DEFAULT_BREAKER_MAX_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// The breaker's settings, checked by the owning store's builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BreakerSettings {
+    pub(crate) failure_threshold: u32,
+    pub(crate) cooldown: Duration,
+    pub(crate) max_cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            cooldown: DEFAULT_BREAKER_COOLDOWN,
+            max_cooldown: DEFAULT_BREAKER_MAX_COOLDOWN,
+        }
+    }
+}
+
+impl BreakerSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        let problem = if self.failure_threshold == 0 {
+            "failure_threshold must be at least 1"
+        } else if self.cooldown.is_zero() {
+            "breaker_cooldown must be more than zero"
+        } else if self.max_cooldown < self.cooldown {
+            "breaker_max_cooldown must be at least breaker_cooldown"
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config(problem.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Closed,
+    Open { retry_at: Instant },
+    /// One probe is under way; everyone else still fails fast.
+    Probing,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    consecutive_failures: u32,
+    /// The cool-down the next opening uses.
+    cooldown: Duration,
+    /// When the health status last changed.
+    since: Instant,
+}
+
+/// The breaker of one remote backend. Uses tokio's clock, so tests can pause it.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    settings: BreakerSettings,
+    /// A mutex, not atomics: it is taken once per remote call, next to a network round trip,
+    /// and keeps the transitions simple to read.
+    state: Mutex<State>,
+    /// Names the backend in log lines (a redacted URL).
+    name: String,
+}
+
+/// Leave to make one remote call; report how it went with [`Permit::record`].
+#[derive(Debug)]
+#[must_use = "a permit must be recorded, or a probe counts as failed"]
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    recorded: bool,
+}
+
+impl Breaker {
+    pub(crate) fn new(settings: BreakerSettings, name: String) -> Breaker {
+        Breaker {
+            state: Mutex::new(State {
+                phase: Phase::Closed,
+                consecutive_failures: 0,
+                cooldown: settings.cooldown,
+                since: Instant::now(),
+            }),
+            settings,
+            name,
+        }
+    }
+
+    /// Lets a call through, or fails fast while the breaker is open (invariant 5).
+    pub(crate) fn admit(&self) -> Result<Permit<'_>> {
+        let mut state = self.state.lock();
+        let probe = match state.phase {
+            Phase::Closed => false,
+            Phase::Open { retry_at } if Instant::now() >= retry_at => {
+                state.phase = Phase::Probing;
+                true
+            }
+            Phase::Open { .. } | Phase::Probing => return Err(Error::Unavailable),
+        };
+        Ok(Permit {
+            breaker: self,
+            probe,
+            recorded: false,
+        })
+    }
+
+    /// The breaker's part of the store's health.
+    pub(crate) fn status(&self) -> (HealthStatus, Instant, u32) {
+        let state = self.state.lock();
+        let status = match state.phase {
+            Phase::Open { .. } | Phase::Probing => HealthStatus::Down,
+            Phase::Closed if state.consecutive_failures > 0 => HealthStatus::Degraded,
+            Phase::Closed => HealthStatus::Healthy,
+        };
+        (status, state.since, state.consecutive_failures)
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state.lock();
+        if state.phase != Phase::Closed {
+            tracing::warn!(
+                backend = %self.name,
+                "liveness store: the backend answers again; circuit breaker closed"
+            );
+        }
+        if state.phase != Phase::Closed || state.consecutive_failures > 0 {
+            state.since = Instant::now();
+        }
+        state.phase = Phase::Closed;
+        state.consecutive_failures = 0;
+        state.cooldown = self.settings.cooldown;
+    }
+
+    fn failed(&self, probe: bool) {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+        if state.consecutive_failures == 1 {
+            state.since = now; // healthy → degraded
+        }
+        if probe {
+            // The probe failed: stay open, and wait longer before the next one.
+            let cooldown = state.cooldown;
+            state.phase = Phase::Open {
+                retry_at: now + cooldown,
+            };
+            state.cooldown = (cooldown * 2).min(self.settings.max_cooldown);
+            tracing::debug!(backend = %self.name, next_probe_in = ?cooldown, "liveness store: probe failed");
+        } else if state.phase == Phase::Closed
+            && state.consecutive_failures >= self.settings.failure_threshold
+        {
+            let cooldown = state.cooldown;
+            state.phase = Phase::Open {
+                retry_at: now + cooldown,
+            };
+            state.since = now;
+            state.cooldown = (cooldown * 2).min(self.settings.max_cooldown);
+            tracing::error!(
+                backend = %self.name,
+                failures = state.consecutive_failures,
+                first_probe_in = ?cooldown,
+                "liveness store: backend down; circuit breaker open, calls fail fast \
+                 with Unavailable until a probe succeeds"
+            );
+        }
+    }
+
+    /// A probe that ended without an outcome (its caller went away): the next call probes.
+    fn probe_abandoned(&self) {
+        let mut state = self.state.lock();
+        if state.phase == Phase::Probing {
+            state.phase = Phase::Open {
+                retry_at: Instant::now(),
+            };
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// Reports the call's outcome: errors that say the backend is unreachable, slow or
+    /// broken count as failures; an answer of any kind counts as success.
+    pub(crate) fn record<T>(mut self, result: &Result<T>) {
+        self.recorded = true;
+        match result {
+            Err(Error::Timeout { .. } | Error::Backend { .. }) => self.breaker.failed(self.probe),
+            _ => self.breaker.succeeded(),
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        // A probe must never leave the breaker half-open for good.
+        if self.probe && !self.recorded {
+            self.breaker.probe_abandoned();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(BreakerSettings::default(), "test".to_owned())
+    }
+
+    fn fail(breaker: &Breaker) {
+        let result: Result<()> = Err(Error::backend("test", "down"));
+        breaker.admit().expect("closed").record(&result);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_and_closes_after_a_good_probe() {
+        let breaker = breaker();
+        for _ in 0..DEFAULT_FAILURE_THRESHOLD - 1 {
+            fail(&breaker);
+        }
+        assert_eq!(breaker.status().0, HealthStatus::Degraded);
+        fail(&breaker);
+        assert_eq!(breaker.status().0, HealthStatus::Down);
+        assert!(matches!(breaker.admit(), Err(Error::Unavailable)));
+
+        tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
+        let probe = breaker.admit().expect("the cool-down is over: probe");
+        // Only one probe at a time.
+        assert!(matches!(breaker.admit(), Err(Error::Unavailable)));
+        probe.record(&Ok(()));
+        assert_eq!(breaker.status(), (HealthStatus::Healthy, Instant::now(), 0));
+        assert!(breaker.admit().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_probes_double_the_cooldown_up_to_the_maximum() {
+        let breaker = breaker();
+        for _ in 0..DEFAULT_FAILURE_THRESHOLD {
+            fail(&breaker);
+        }
+        let mut expected = DEFAULT_BREAKER_COOLDOWN;
+        for _ in 0..8 {
+            tokio::time::advance(expected - Duration::from_millis(1)).await;
+            assert!(breaker.admit().is_err(), "still cooling down");
+            tokio::time::advance(Duration::from_millis(1)).await;
+            let result: Result<()> = Err(Error::Timeout {
+                op: "test",
+                after: Duration::ZERO,
+            });
+            breaker.admit().expect("probe").record(&result);
+            expected = (expected * 2).min(DEFAULT_BREAKER_MAX_COOLDOWN);
+        }
+        assert_eq!(expected, DEFAULT_BREAKER_MAX_COOLDOWN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_lets_the_next_call_probe() {
+        let breaker = breaker();
+        for _ in 0..DEFAULT_FAILURE_THRESHOLD {
+            fail(&breaker);
+        }
+        tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
+        drop(breaker.admit().expect("probe"));
+        assert!(breaker.admit().is_ok(), "the next call probes at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_of_any_kind_reset_the_count() {
+        let breaker = breaker();
+        for _ in 0..DEFAULT_FAILURE_THRESHOLD - 1 {
+            fail(&breaker);
+        }
+        let recovering: Result<()> = Err(Error::Recovering {
+            remaining: Duration::from_secs(1),
+        });
+        breaker.admit().expect("closed").record(&recovering);
+        fail(&breaker);
+        assert_eq!(breaker.status().0, HealthStatus::Degraded);
+    }
+}

@@ -84,7 +84,7 @@ pub(crate) struct Breaker {
 
 /// Leave to make one remote call; report how it went with [`Permit::record`].
 #[derive(Debug)]
-#[must_use = "a permit must be recorded, or a probe counts as failed"]
+#[must_use = "a permit dropped without being recorded counts as a failure"]
 pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
     probe: bool,
@@ -183,16 +183,6 @@ impl Breaker {
             );
         }
     }
-
-    /// A probe that ended without an outcome (its caller went away): the next call probes.
-    fn probe_abandoned(&self) {
-        let mut state = self.state.lock();
-        if state.phase == Phase::Probing {
-            state.phase = Phase::Open {
-                retry_at: Instant::now(),
-            };
-        }
-    }
 }
 
 impl Permit<'_> {
@@ -209,9 +199,12 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        // A probe must never leave the breaker half-open for good.
-        if self.probe && !self.recorded {
-            self.breaker.probe_abandoned();
+        // A call dropped before it ended was almost always cut off by a caller's own timeout
+        // (the layered store bounds its remote calls too, and may fire first): it counts as a
+        // failure, or a hung Redis would never open the breaker, and a probe would never let
+        // the breaker leave its half-open state.
+        if !self.recorded {
+            self.breaker.failed(self.probe);
         }
     }
 }
@@ -271,14 +264,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_abandoned_probe_lets_the_next_call_probe() {
+    async fn abandoned_calls_count_as_failures() {
         let breaker = breaker();
         for _ in 0..DEFAULT_FAILURE_THRESHOLD {
-            fail(&breaker);
+            drop(breaker.admit().expect("closed"));
         }
+        assert_eq!(breaker.status().0, HealthStatus::Down);
         tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
         drop(breaker.admit().expect("probe"));
-        assert!(breaker.admit().is_ok(), "the next call probes at once");
+        assert!(breaker.admit().is_err(), "an abandoned probe failed: open again");
     }
 
     #[tokio::test(start_paused = true)]

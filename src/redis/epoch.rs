@@ -46,6 +46,9 @@ pub(super) struct Epoch {
 struct EpochState {
     /// The epoch value last read; `None` before the first read.
     known: Option<Vec<u8>>,
+    /// Counts changes of `known`, so that a reply to a pipeline built before the latest change
+    /// is not compared with a value it never saw.
+    generation: u64,
     /// While recovering: when detection happened and when trust returns.
     recovery: Option<(Instant, Instant)>,
     losses: u64,
@@ -75,13 +78,16 @@ impl Epoch {
         self.max_ttl_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Appends the epoch read to `pipeline` and returns how many replies it adds (its `GET` is
-    /// the last). Until this instance knows an epoch (the first look, or after finding it
+    /// Appends the epoch read to `pipeline` and returns what [`observe`](Self::observe) needs
+    /// to read its reply. Until this instance knows an epoch (the first look, or after finding it
     /// missing) a `SET NX` with a fresh random value goes first: a re-created epoch never
     /// equals an old one, and of several instances racing to create it one wins and all adopt
     /// its value.
-    pub(super) fn add_check(&self, pipeline: &mut Pipeline) -> usize {
-        let create = self.state.lock().known.is_none();
+    pub(super) fn add_check(&self, pipeline: &mut Pipeline) -> EpochCheck {
+        let (create, generation) = {
+            let state = self.state.lock();
+            (state.known.is_none(), state.generation)
+        };
         if create {
             pipeline
                 .cmd("SET")
@@ -90,24 +96,37 @@ impl Epoch {
                 .arg("NX");
         }
         pipeline.cmd("GET").arg(&self.key);
-        if create { 2 } else { 1 }
+        EpochCheck {
+            replies: if create { 2 } else { 1 },
+            generation,
+        }
     }
 
-    /// Takes the reply of the epoch `GET` and returns whether it shows data loss since the
-    /// previous check. Detection starts the recovery window and is logged once, loudly.
-    pub(super) fn observe(&self, reply: &Value) -> bool {
+    /// Takes the reply of the epoch `GET` of `check` and returns whether it shows data loss
+    /// since the previous check. Detection starts the recovery window and is logged once,
+    /// loudly.
+    pub(super) fn observe(&self, check: EpochCheck, reply: &Value) -> bool {
         let current = match reply {
             Value::BulkString(bytes) => Some(bytes.as_slice()),
             Value::SimpleString(text) => Some(text.as_bytes()),
             _ => None,
         };
         let mut state = self.state.lock();
+        if check.generation != state.generation {
+            // Concurrent calls: a newer one already moved the epoch on (detected the loss, or
+            // adopted the new value). Comparing this older reply with it would count one loss
+            // twice; a loss after that newer call shows in the next one.
+            return false;
+        }
         let lost = match (&state.known, current) {
             (None, _) => false, // The first look: nothing to compare with.
             (Some(known), Some(current)) => known.as_slice() != current,
             (Some(_), None) => true,
         };
-        state.known = current.map(<[u8]>::to_vec);
+        if state.known.as_deref() != current {
+            state.known = current.map(<[u8]>::to_vec);
+            state.generation += 1;
+        }
         if lost {
             let now = Instant::now();
             let max_ttl = Duration::from_millis(self.max_ttl_ms.load(Ordering::Relaxed));
@@ -139,6 +158,14 @@ impl Epoch {
         let state = self.state.lock();
         (state.losses, state.recovery)
     }
+}
+
+/// What a pipeline's epoch read added: how many replies, and which state it was built on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EpochCheck {
+    /// Replies the epoch commands add at the end of the pipeline (its `GET` is the last).
+    pub(super) replies: usize,
+    generation: u64,
 }
 
 /// A new epoch value: the time and 64 random bits, unique per call.

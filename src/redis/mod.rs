@@ -122,13 +122,13 @@ impl RedisStore {
                 .map_err(|e| self.backend_error(op, e))?;
             let mut first = redis::pipe();
             first.cmd("PING").ignore();
-            self.epoch.add_check(&mut first);
+            let check = self.epoch.add_check(&mut first);
             let replies: Vec<Value> = connection
                 .query(&first)
                 .await
                 .map_err(|e| self.backend_error(op, e))?;
             if let Some(epoch) = replies.last() {
-                self.epoch.observe(epoch);
+                self.epoch.observe(check, epoch);
             }
             self.check_eviction_policy(&mut connection).await;
             Ok(connection)
@@ -261,9 +261,9 @@ impl LivenessStore for RedisStore {
             }
         }
         // After the MGETs: a loss that happened before them shows in the epoch (invariant 4).
-        let epoch_replies = self.epoch.add_check(&mut pipeline);
+        let check = self.epoch.add_check(&mut pipeline);
         let mut replies: Vec<Value> = self.send("is_alive_batch", &pipeline).await?;
-        let epoch = replies.split_off(replies.len().saturating_sub(epoch_replies));
+        let epoch = replies.split_off(replies.len().saturating_sub(check.replies));
         let answers: Vec<bool> = replies
             .iter()
             .flat_map(|chunk| match chunk {
@@ -283,7 +283,7 @@ impl LivenessStore for RedisStore {
             ));
         }
         if let Some(epoch) = epoch.last() {
-            self.epoch.observe(epoch);
+            self.epoch.observe(check, epoch);
         }
         // A record present now was written after any loss, so "alive" stands; "dead" may be a
         // lost record until every live runtime has beaten again.
@@ -325,10 +325,10 @@ impl LivenessStore for RedisStore {
         }
         // One batch of writes, one epoch read: a layered store that only writes still learns
         // of data loss and resets its coalescing (invariant 4).
-        self.epoch.add_check(&mut pipeline);
+        let check = self.epoch.add_check(&mut pipeline);
         let replies: Vec<Value> = self.send("touch_many", &pipeline).await?;
         if let Some(epoch) = replies.last() {
-            self.epoch.observe(epoch);
+            self.epoch.observe(check, epoch);
         }
         Ok(())
     }

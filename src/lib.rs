@@ -78,14 +78,14 @@ mod stats;
 mod store;
 pub mod validate;
 
-pub use config::{
-    Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_REDIS_URL,
-    ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL_FALLBACK, StoreConfig, open,
-};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use breaker::{
     DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_MAX_COOLDOWN, DEFAULT_FAILURE_THRESHOLD,
+};
+pub use config::{
+    Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS,
+    ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK, StoreConfig, open,
 };
 pub use error::{Error, Result};
 pub use health::{Health, HealthStatus};

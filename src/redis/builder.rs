@@ -19,7 +19,7 @@ pub const DEFAULT_KEY_PREFIX: &str = "mul:runtime:hb:";
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long opening one connection may take.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connections in the pool; each one pipelines concurrent requests by itself.
+/// Connections in the pool; each call holds one for its round trip.
 pub const DEFAULT_POOL_SIZE: u32 = 8;
 /// Keys per `MGET`, so that a huge batch never becomes one giant command.
 pub const DEFAULT_MAX_BATCH: usize = 1_000;
@@ -75,8 +75,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens. Each `MultiplexedConnection` pipelines the
-    /// requests of concurrent callers, so a few suffice.
+    /// The most connections the pool opens. A call holds a connection for its round trip, so
+    /// this caps the calls in flight at once; calls beyond it wait for a connection, within
+    /// the op timeout.
     ///
     /// Defaults to 8.
     pub fn pool_size(mut self, size: u32) -> Self {
@@ -197,8 +198,8 @@ impl RedisStoreBuilder {
             "connect_timeout must be more than zero"
         } else if self.max_batch == 0 {
             "max_batch must be at least 1"
-        } else if self.recovery_floor > MAX_TTL {
-            "recovery_floor must not exceed 365 days"
+        } else if self.recovery_floor.is_zero() || self.recovery_floor > MAX_TTL {
+            "recovery_floor must be more than zero and at most 365 days"
         } else {
             return self.breaker.check();
         };

@@ -34,7 +34,7 @@ impl TrackedConnection {
 }
 
 /// Whether the error is a reply from the server, which proves the connection works.
-fn server_answered(error: &RedisError) -> bool {
+pub(super) fn server_answered(error: &RedisError) -> bool {
     matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
 }
 

@@ -142,28 +142,38 @@ impl RedisStore {
     }
 
     /// Warns when Redis may evict records that have not expired: an evicted record reads as a
-    /// dead runtime, and an evicted epoch as data loss. Managed Redis services often refuse
-    /// `CONFIG`; then there is nothing to check.
+    /// dead runtime, and an evicted epoch as data loss. `allkeys-*` policies may evict both;
+    /// `volatile-*` ones, once `maxmemory` is reached, records. Managed Redis services often
+    /// refuse `CONFIG`; then there is nothing to check.
     async fn check_eviction_policy(&self, connection: &mut connection::TrackedConnection) {
         let mut config = redis::pipe();
         config.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
+        config.cmd("CONFIG").arg("GET").arg("maxmemory");
         let reply: Result<Vec<Vec<String>>, _> = connection.query(&config).await;
-        match reply.as_deref() {
-            Ok([pair]) => match pair.as_slice() {
-                [_, policy] if policy.starts_with("allkeys-") => tracing::warn!(
+        let settings = match reply {
+            Ok(settings) => settings,
+            Err(error) => {
+                tracing::debug!(
                     backend = %redact_url(&self.url),
-                    maxmemory_policy = %policy,
-                    "liveness store: redis may evict liveness records under memory \
-                     pressure, which reads as runtimes dying; use noeviction or volatile-ttl"
-                ),
-                _ => {}
-            },
-            Ok(_) => {}
-            Err(error) => tracing::debug!(
+                    error = %scrub(&error.to_string(), &self.url),
+                    "liveness store: could not read maxmemory-policy"
+                );
+                return;
+            }
+        };
+        let value = |index: usize| settings.get(index).and_then(|pair| pair.get(1));
+        let (Some(policy), Some(maxmemory)) = (value(0), value(1)) else {
+            return;
+        };
+        let limited = maxmemory.trim() != "0";
+        if policy.starts_with("allkeys-") || (limited && policy.starts_with("volatile-")) {
+            tracing::warn!(
                 backend = %redact_url(&self.url),
-                error = %scrub(&error.to_string(), &self.url),
-                "liveness store: could not read maxmemory-policy"
-            ),
+                maxmemory_policy = %policy,
+                maxmemory = %maxmemory,
+                "liveness store: redis may evict liveness records before they expire, which \
+                 reads as runtimes dying; set maxmemory-policy noeviction"
+            );
         }
     }
 
@@ -173,44 +183,47 @@ impl RedisStore {
     /// The breaker goes first: while it is open the call fails in microseconds.
     async fn send<T: FromRedisValue>(&self, op: &'static str, pipeline: &Pipeline) -> Result<T> {
         let permit = self.breaker.admit()?;
-        let result = self.send_now(op, pipeline).await;
-        permit.record(&result);
+        let (result, answered) = self.send_now(op, pipeline).await;
+        permit.record(answered);
         result
     }
 
+    /// The call itself, and whether Redis answered it: an error reply (`OOM`, `NOAUTH`) is
+    /// still an answer, so it does not count against the breaker; reads may well work.
     async fn send_now<T: FromRedisValue>(
         &self,
         op: &'static str,
         pipeline: &Pipeline,
-    ) -> Result<T> {
-        let timed_out = Error::Timeout {
-            op,
-            after: self.op_timeout,
-        };
+    ) -> (Result<T>, bool) {
         let request = async {
-            let mut connection = self.pool.get().await.map_err(|e| match e {
-                bb8::RunError::User(e) => self.backend_error(op, e),
-                bb8::RunError::TimedOut => Error::Timeout {
-                    op,
-                    after: self.op_timeout,
-                },
-            })?;
-            connection
-                .query(pipeline)
-                .await
-                .map_err(|e| self.backend_error(op, e))
+            let mut connection = match self.pool.get().await {
+                Ok(connection) => connection,
+                Err(bb8::RunError::User(e)) => return (Err(self.backend_error(op, e)), false),
+                Err(bb8::RunError::TimedOut) => return (Err(self.timed_out(op)), false),
+            };
+            match connection.query(pipeline).await {
+                Ok(reply) => (Ok(reply), true),
+                Err(e) => {
+                    let answered = connection::server_answered(&e);
+                    (Err(self.backend_error(op, e)), answered)
+                }
+            }
         };
         tokio::time::timeout(self.op_timeout, request)
             .await
-            .unwrap_or(Err(timed_out))
+            .unwrap_or_else(|_| (Err(self.timed_out(op)), false))
+    }
+
+    fn timed_out(&self, op: &'static str) -> Error {
+        Error::Timeout {
+            op,
+            after: self.op_timeout,
+        }
     }
 
     fn backend_error(&self, op: &'static str, error: RedisError) -> Error {
         if error.is_timeout() {
-            return Error::Timeout {
-                op,
-                after: self.op_timeout,
-            };
+            return self.timed_out(op);
         }
         // The client library's text could quote the URL it was given.
         Error::backend(op, scrub(&error.to_string(), &self.url))

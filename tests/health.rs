@@ -1,0 +1,217 @@
+//! The circuit breaker, `health()` and the epoch record of `RedisStore`, against real
+//! `redis-server` processes.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use liveness_store::{
+    DEFAULT_FAILURE_THRESHOLD, Error, HealthStatus, LivenessStore, RedisStore, RedisStoreBuilder,
+};
+use support::RedisServer;
+
+const OP_TIMEOUT: Duration = Duration::from_millis(200);
+const COOLDOWN: Duration = Duration::from_millis(100);
+
+fn builder(server: &RedisServer) -> RedisStoreBuilder {
+    RedisStore::builder(&server.url())
+        .op_timeout(OP_TIMEOUT)
+        .connect_timeout(OP_TIMEOUT)
+        .breaker_cooldown(COOLDOWN)
+        .breaker_max_cooldown(COOLDOWN)
+}
+
+/// Calls `touch` until the breaker opens, at most 3× the threshold (each call is bounded).
+async fn fail_until_down(store: &RedisStore) -> usize {
+    for calls in 1..=3 * DEFAULT_FAILURE_THRESHOLD as usize {
+        let _ = store.touch("rt", Duration::from_secs(5)).await;
+        if store.health().status == HealthStatus::Down {
+            return calls;
+        }
+    }
+    panic!("still {:?} after many failures", store.health());
+}
+
+#[tokio::test]
+async fn health_goes_degraded_then_down_and_back_to_healthy() {
+    let mut server =
+        RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let store = builder(&server).build().await.unwrap();
+    let healthy = store.health();
+    assert_eq!(healthy.status, HealthStatus::Healthy);
+    assert!(store.available());
+
+    server.kill();
+    let _ = store.touch("rt", Duration::from_secs(5)).await;
+    let degraded = store.health();
+    assert_eq!(degraded.status, HealthStatus::Degraded, "{degraded:?}");
+    assert_eq!(degraded.consecutive_failures, 1);
+    assert!(degraded.since > healthy.since);
+
+    let calls = fail_until_down(&store).await;
+    assert_eq!(
+        calls + 1,
+        DEFAULT_FAILURE_THRESHOLD as usize,
+        "opens at the threshold"
+    );
+    let down = store.health();
+    assert!(store.available(), "available() still means configured");
+
+    // Open: calls fail fast without touching the network.
+    let start = Instant::now();
+    let answer = store.is_alive_batch(&["rt"]).await;
+    let took = start.elapsed();
+    assert!(matches!(answer, Err(Error::Unavailable)), "{answer:?}");
+    assert!(took < OP_TIMEOUT / 4, "an open breaker waited {took:?}");
+
+    server.restart();
+    // One cool-down, then the next call is the probe that closes it.
+    let deadline = Instant::now() + COOLDOWN + OP_TIMEOUT * 4;
+    while store.health().status != HealthStatus::Healthy {
+        assert!(Instant::now() < deadline, "{:?}", store.health());
+        let _ = store.is_alive_batch(&["rt"]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back = store.health();
+    assert!(back.since > down.since);
+    assert_eq!(back.consecutive_failures, 0);
+    assert_eq!(back.data_losses, 0, "an append-only Redis kept its data");
+}
+
+/// A Redis that answers with errors is up: out of memory under `noeviction`, writes fail and
+/// reads still work, so the breaker must stay closed.
+#[tokio::test]
+async fn error_replies_do_not_open_the_breaker() {
+    let server = RedisServer::start_with_args(&["--maxmemory-policy", "noeviction"]);
+    let store = builder(&server).build().await.unwrap();
+    store
+        .touch("before", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Below what is already used: every write is refused with OOM from now on.
+    server.set_raw(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
+    for _ in 0..3 * DEFAULT_FAILURE_THRESHOLD {
+        let refused = store.touch("rt", Duration::from_secs(60)).await;
+        assert!(
+            matches!(&refused, Err(Error::Backend { source, .. }) if source.to_string().contains("OOM")),
+            "{refused:?}"
+        );
+    }
+    assert_ne!(store.health().status, HealthStatus::Down);
+    assert_eq!(
+        store.is_alive_batch(&["before", "rt"]).await.unwrap(),
+        [true, false]
+    );
+}
+
+#[tokio::test]
+async fn the_epoch_key_lies_outside_the_id_space() {
+    let server = RedisServer::start();
+    let store = builder(&server).build().await.unwrap();
+    let key = store.epoch_key();
+    assert_eq!(key, b"mul:runtime:hb:\0epoch");
+    assert!(server.get(&key).is_some(), "connecting wrote the epoch");
+    // The id it would take is refused before it reaches Redis.
+    let id = "\0epoch";
+    assert!(matches!(
+        store.touch(id, Duration::from_secs(1)).await,
+        Err(Error::InvalidRuntimeId { .. })
+    ));
+    // And the runtime named like the tempting alternative is just a runtime.
+    store
+        .touch("meta:epoch", Duration::from_secs(5))
+        .await
+        .unwrap();
+    store.forget("meta:epoch").await;
+    assert!(server.get(&key).is_some());
+}
+
+/// Deleting the epoch alone (the records survive) still reads as data loss: the store cannot
+/// tell which records are gone, so "dead" waits one recovery window; "alive" does not.
+#[tokio::test]
+async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
+    let server = RedisServer::start();
+    let floor = Duration::from_millis(600);
+    let store = builder(&server)
+        .recovery_floor(floor)
+        .build()
+        .await
+        .unwrap();
+    let reader = builder(&server)
+        .recovery_floor(floor)
+        .build()
+        .await
+        .unwrap();
+    store
+        .touch("alive", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.is_alive_batch(&["alive", "dead"]).await.unwrap(),
+        [true, false]
+    );
+
+    server.set_raw(&[b"DEL", &store.epoch_key()]);
+    let detected = Instant::now();
+    for instance in [&store, &reader] {
+        let answer = instance.is_alive_batch(&["alive", "dead"]).await;
+        assert!(
+            matches!(answer, Err(Error::Recovering { remaining }) if remaining <= floor),
+            "{answer:?}"
+        );
+        assert_eq!(instance.is_alive_batch(&["alive"]).await.unwrap(), [true]);
+        let health = instance.health();
+        assert_eq!(health.status, HealthStatus::Degraded);
+        assert_eq!(health.data_losses, 1);
+        assert!(health.recovering_for.is_some_and(|r| r <= floor));
+    }
+    // The writer's window is the longer of the floor and the largest ttl it wrote.
+    let deadline = detected + floor + Duration::from_secs(2);
+    loop {
+        match reader.is_alive_batch(&["dead"]).await {
+            Ok(answer) => {
+                assert_eq!(answer, [false]);
+                assert!(detected.elapsed() >= floor, "trusted again too early");
+                break;
+            }
+            Err(Error::Recovering { .. }) => assert!(Instant::now() < deadline),
+            Err(other) => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reader.health().status, HealthStatus::Healthy);
+    assert_eq!(
+        reader.health().data_losses,
+        1,
+        "the new epoch was adopted, not lost again"
+    );
+}
+
+#[tokio::test]
+async fn breaker_and_recovery_settings_are_checked() {
+    let server = RedisServer::start();
+    for (builder, problem) in [
+        (builder(&server).failure_threshold(0), "failure_threshold"),
+        (
+            builder(&server).breaker_cooldown(Duration::ZERO),
+            "breaker_cooldown",
+        ),
+        (
+            builder(&server)
+                .breaker_cooldown(Duration::from_secs(2))
+                .breaker_max_cooldown(Duration::from_secs(1)),
+            "breaker_max_cooldown",
+        ),
+        (
+            builder(&server).recovery_floor(Duration::ZERO),
+            "recovery_floor",
+        ),
+    ] {
+        let built = builder.build().await;
+        assert!(
+            matches!(&built, Err(Error::Config(message)) if message.contains(problem)),
+            "{built:?}"
+        );
+    }
+}

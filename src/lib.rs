@@ -23,6 +23,10 @@
 //! A server picks one at run time with [`StoreConfig::from_env`] and [`open`], or builds one
 //! directly. Asking for a backend that was not compiled in is an [`Error::Config`].
 //!
+//! The feature `tls` adds `rediss://` URLs to `RedisStore`, through rustls with its ring
+//! crypto provider, and `RedisStoreBuilder::tls_root_certificate` for a private CA. `full`
+//! enables every backend and `tls`.
+//!
 //! # Example
 //!
 //! ```

@@ -3,11 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use bb8_redis::RedisConnectionManager;
-
 use super::RedisStore;
 use super::connection::TrackedManager;
-use crate::redact::{redact_url, scrub};
+use super::tls::{self, TlsSettings};
+use crate::redact::redact_url;
 use crate::{Error, Result};
 
 /// The key prefix of the reference Go store, so both can share one Redis.
@@ -30,12 +29,15 @@ pub struct RedisStoreBuilder {
     op_timeout: Duration,
     connect_timeout: Duration,
     max_batch: usize,
+    /// Set in `tls.rs`, with the rest of the TLS plumbing.
+    pub(super) tls: TlsSettings,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("url", &redact_url(&self.url))
+            .field("tls", &self.tls)
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
             .field("op_timeout", &self.op_timeout)
@@ -54,6 +56,7 @@ impl RedisStoreBuilder {
             op_timeout: DEFAULT_OP_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_batch: DEFAULT_MAX_BATCH,
+            tls: TlsSettings::default(),
         }
     }
 
@@ -111,13 +114,7 @@ impl RedisStoreBuilder {
     /// [`Error::Backend`] when Redis cannot be reached or refuses the credentials.
     pub async fn build(self) -> Result<RedisStore> {
         self.check_settings()?;
-        let manager = RedisConnectionManager::new(self.url.as_str()).map_err(|e| {
-            Error::Config(format!(
-                "`{}` is not a usable Redis URL: {}",
-                redact_url(&self.url),
-                scrub(&e.to_string(), &self.url)
-            ))
-        })?;
+        let manager = tls::connection_manager(&self.url, &self.tls)?;
         let pool = bb8::Pool::builder()
             .max_size(self.pool_size)
             // A PING per checkout halves throughput; failed connections are dropped instead.

@@ -24,8 +24,10 @@
 //! directly. Asking for a backend that was not compiled in is an [`Error::Config`].
 //!
 //! The feature `tls` adds `rediss://` URLs to `RedisStore`, through rustls with its ring
-//! crypto provider, and `RedisStoreBuilder::tls_root_certificate` for a private CA. `full`
-//! enables every backend and `tls`.
+//! crypto provider, and `RedisStoreBuilder::tls_root_certificate` for a private CA. The first
+//! `rediss://` store built installs ring as rustls's process-wide default provider, unless the
+//! application installed one before (then that one is used). `full` enables every backend and
+//! `tls`.
 //!
 //! # Example
 //!

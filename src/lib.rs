@@ -23,6 +23,12 @@
 //! A server picks one at run time with [`StoreConfig::from_env`] and [`open`], or builds one
 //! directly. Asking for a backend that was not compiled in is an [`Error::Config`].
 //!
+//! The feature `tls` adds `rediss://` URLs to `RedisStore`, through rustls with its ring
+//! crypto provider, and `RedisStoreBuilder::tls_root_certificate` for a private CA. The first
+//! `rediss://` store built installs ring as rustls's process-wide default provider, unless the
+//! application installed one before (then that one is used). `full` enables every backend and
+//! `tls`.
+//!
 //! # Example
 //!
 //! ```

@@ -171,7 +171,11 @@ impl World {
 
     /// Polls (every 10 ms, for at most `limit`) until both instances are healthy and answer
     /// "alive" for every beating runtime; returns how long that took.
-    async fn wait_until_recovered(&self, healthy: fn(HealthStatus) -> bool, limit: Duration) -> Duration {
+    async fn wait_until_recovered(
+        &self,
+        healthy: fn(HealthStatus) -> bool,
+        limit: Duration,
+    ) -> Duration {
         let refs: Vec<&str> = self.ids.iter().map(String::as_str).collect();
         let start = Instant::now();
         loop {
@@ -241,13 +245,21 @@ impl Report {
             };
             let entry = worst.entry(kind).or_default();
             *entry = (*entry).max(took);
-            assert!(took <= limit, "{name}: a {kind} took {took:?}, over {limit:?}");
+            assert!(
+                took <= limit,
+                "{name}: a {kind} took {took:?}, over {limit:?}"
+            );
             during += usize::from(call.end >= window.0 && call.start <= window.1);
         }
         let errors = self
             .calls
             .iter()
-            .filter(|c| matches!(c.what, Outcome::Touch { ok: false, .. } | Outcome::Read(Err(_))))
+            .filter(|c| {
+                matches!(
+                    c.what,
+                    Outcome::Touch { ok: false, .. } | Outcome::Read(Err(_))
+                )
+            })
             .count();
         println!(
             "{name}: {} calls ({during} during the fault, {errors} errors); worst touch {:?}, \
@@ -330,7 +342,11 @@ async fn redis_killed_under_load_then_restarted() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     for (i, store) in world.instances.iter().enumerate() {
         let health = store.health();
-        assert_eq!(health.status, HealthStatus::Down, "instance {i}'s breaker: {health:?}");
+        assert_eq!(
+            health.status,
+            HealthStatus::Down,
+            "instance {i}'s breaker: {health:?}"
+        );
     }
     server.restart();
     let fault_end = Instant::now();
@@ -349,10 +365,18 @@ async fn redis_paused_for_two_seconds() {
     let fault_start = Instant::now();
     server.pause();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let down = world.instances.iter().map(|s| s.health().status).collect::<Vec<_>>();
+    let down = world
+        .instances
+        .iter()
+        .map(|s| s.health().status)
+        .collect::<Vec<_>>();
     server.resume();
     let fault_end = Instant::now();
-    assert_eq!(down, [HealthStatus::Down; 2], "the breaker opened during the pause");
+    assert_eq!(
+        down,
+        [HealthStatus::Down; 2],
+        "the breaker opened during the pause"
+    );
     let took = world.wait_until_recovered(healthy, RECOVERY_LIMIT).await;
     println!("paused: healthy again {took:?} after SIGCONT");
     let report = world.stop().await;
@@ -415,15 +439,24 @@ async fn data_loss(name: &str, lose: impl FnOnce(&mut RedisServer)) {
     // Trust returns one recovery window after detection: then healthy, every runtime alive.
     let limit = RECOVERY_FLOOR + RECOVERY_LIMIT;
     let healthy_after = world.wait_until_recovered(healthy, limit).await;
-    println!("{name}: both instances detected it within {detected:?}, healthy {healthy_after:?} later");
+    println!(
+        "{name}: both instances detected it within {detected:?}, healthy {healthy_after:?} later"
+    );
     for store in &world.instances {
-        assert_eq!(store.health().data_losses, 1, "{name}: the loss was detected once");
+        assert_eq!(
+            store.health().data_losses,
+            1,
+            "{name}: the loss was detected once"
+        );
     }
     // Correct after: the quiet runtimes' ttl has run out, and now they read dead.
     assert!(touched.elapsed() > TTL);
     assert_eq!(reader.is_alive_batch(&quiet).await.unwrap(), [false; 10]);
     let stats = world.instances[0].stats();
-    assert!(stats.epoch_resets >= 1, "{name}: the writer reset its coalescing");
+    assert!(
+        stats.epoch_resets >= 1,
+        "{name}: the writer reset its coalescing"
+    );
     let report = world.stop().await;
     report.assert_bounded(name, (fault_start, fault_end));
     report.assert_no_false_dead(name);
@@ -456,7 +489,10 @@ async fn network_fault(name: &str, fault: impl Fn(&Proxy), lasting: Duration) {
     println!("{name}: healthy again {took:?} after the network healed");
     let report = world.stop().await;
     let during = report.assert_bounded(name, (fault_start, fault_end));
-    assert!(during >= 100, "{name}: only {during} calls during the fault");
+    assert!(
+        during >= 100,
+        "{name}: only {during} calls during the fault"
+    );
     report.assert_no_false_dead(name);
     // No connection leak: dropped connections close; at most the pools' worth stay open.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -547,7 +583,10 @@ async fn pool_exhaustion_stays_bounded() {
     }
     println!("pool exhaustion: {ok} ok, {timeouts} timed out, worst {worst:?}");
     assert!(worst <= OP_TIMEOUT + SLACK, "a call took {worst:?}");
-    assert!(timeouts > 0, "the pool was never exhausted: the test proves nothing");
+    assert!(
+        timeouts > 0,
+        "the pool was never exhausted: the test proves nothing"
+    );
     assert!(ok > 0, "no call got through at all");
     // No connection leak: the pool never keeps more than its size.
     drop(store);
@@ -555,5 +594,9 @@ async fn pool_exhaustion_stays_bounded() {
     while proxy.open_connections() > 0 && Instant::now() < deadline {
         tokio::time::sleep(10 * MS).await;
     }
-    assert_eq!(proxy.open_connections(), 0, "connections outlived the store");
+    assert_eq!(
+        proxy.open_connections(),
+        0,
+        "connections outlived the store"
+    );
 }

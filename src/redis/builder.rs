@@ -3,13 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use bb8_redis::RedisConnectionManager;
-
 use super::RedisStore;
 use super::connection::TrackedManager;
 use super::epoch::{DEFAULT_RECOVERY_FLOOR, Epoch};
+use super::tls::{self, TlsSettings};
 use crate::breaker::{Breaker, BreakerSettings};
-use crate::redact::{redact_url, scrub};
+use crate::redact::redact_url;
 use crate::validate::MAX_TTL;
 use crate::{Error, Result};
 
@@ -35,12 +34,15 @@ pub struct RedisStoreBuilder {
     max_batch: usize,
     breaker: BreakerSettings,
     recovery_floor: Duration,
+    /// Set in `tls.rs`, with the rest of the TLS plumbing.
+    pub(super) tls: TlsSettings,
 }
 
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("url", &redact_url(&self.url))
+            .field("tls", &self.tls)
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
             .field("op_timeout", &self.op_timeout)
@@ -63,6 +65,7 @@ impl RedisStoreBuilder {
             max_batch: DEFAULT_MAX_BATCH,
             breaker: BreakerSettings::default(),
             recovery_floor: DEFAULT_RECOVERY_FLOOR,
+            tls: TlsSettings::default(),
         }
     }
 
@@ -158,13 +161,7 @@ impl RedisStoreBuilder {
     /// [`Error::Backend`] when Redis cannot be reached or refuses the credentials.
     pub async fn build(self) -> Result<RedisStore> {
         self.check_settings()?;
-        let manager = RedisConnectionManager::new(self.url.as_str()).map_err(|e| {
-            Error::Config(format!(
-                "`{}` is not a usable Redis URL: {}",
-                redact_url(&self.url),
-                scrub(&e.to_string(), &self.url)
-            ))
-        })?;
+        let manager = tls::connection_manager(&self.url, &self.tls)?;
         let pool = bb8::Pool::builder()
             .max_size(self.pool_size)
             // A PING per checkout halves throughput; failed connections are dropped instead.

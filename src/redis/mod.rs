@@ -3,6 +3,7 @@
 mod builder;
 mod connection;
 mod epoch;
+mod tls;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -85,7 +86,9 @@ impl RedisStore {
         Self::builder(url).build().await
     }
 
-    /// A builder for a store on the Redis at `url` (`redis://[user[:password]@]host[:port][/db]`).
+    /// A builder for a store on the Redis at `url` (`redis://[user[:password]@]host[:port][/db]`,
+    /// or `rediss://...` for TLS with the feature `tls`). A password holding `@ / ? #` or
+    /// `%` must be percent-encoded.
     pub fn builder(url: &str) -> RedisStoreBuilder {
         RedisStoreBuilder::new(url)
     }

@@ -554,3 +554,71 @@ fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
+
+/// TLS: a server that serves TLS on a second port, next to the plain one that the harness's
+/// own bookkeeping (readiness, `INFO commandstats`, `FLUSHALL`) keeps using.
+impl RedisServer {
+    /// Starts a server that also listens for TLS on a second free loopback port.
+    ///
+    /// `tls_args` are the TLS settings without the port, e.g.
+    /// `&["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
+    /// "--tls-auth-clients", "no"]`; the `redis-server` binary must be built with TLS
+    /// (Debian's is). Like [`RedisServer::start_with_args`], a start that fails (a port taken
+    /// in the meantime) is retried on fresh ports, at most 5 times, then it panics quoting
+    /// the server log.
+    pub fn start_tls(tls_args: &[&str]) -> RedisServer {
+        let binary = redis_server_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("liveness-redis-tls-")
+            .tempdir()
+            .expect("create temporary directory for redis-server");
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let (port, tls_port) = (free_port(), free_port());
+            let mut extra = vec!["--tls-port".to_string(), tls_port.to_string()];
+            extra.extend(tls_args.iter().map(|s| s.to_string()));
+            match launch(&binary, dir.path(), port, &extra) {
+                Ok(child) => {
+                    return RedisServer {
+                        child: Some(child),
+                        port,
+                        extra,
+                        binary,
+                        dir,
+                    };
+                }
+                Err(StartError::Spawn(msg)) => panic!("{msg}"),
+                Err(e) => failures.push(format!(
+                    "ports {port} and {tls_port} (tls): {}",
+                    e.describe()
+                )),
+            }
+        }
+        panic!(
+            "redis-server with TLS failed to start after {START_ATTEMPTS} attempts \
+             (binary {}, tls args {tls_args:?}):\n  {}\n--- server output in {} ---\n{}",
+            binary.display(),
+            failures.join("\n  "),
+            dir.path().display(),
+            read_log_tail(dir.path()),
+        );
+    }
+
+    /// The TLS port of a server started with [`RedisServer::start_tls`] (or with
+    /// `--tls-port` among its arguments).
+    ///
+    /// Panics if the server has no TLS port.
+    pub fn tls_port(&self) -> u16 {
+        self.extra
+            .iter()
+            .position(|arg| arg == "--tls-port")
+            .and_then(|i| self.extra.get(i + 1))
+            .and_then(|port| port.parse().ok())
+            .expect("the test redis-server was not started with a TLS port")
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.tls_port())
+    }
+}

@@ -10,6 +10,7 @@ use liveness_store::{
     DEFAULT_FAILURE_THRESHOLD, Error, HealthStatus, LivenessStore, RedisStore, RedisStoreBuilder,
 };
 use support::RedisServer;
+use support::logs::LogBuffer;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(200);
 const COOLDOWN: Duration = Duration::from_millis(100);
@@ -212,6 +213,36 @@ async fn breaker_and_recovery_settings_are_checked() {
         assert!(
             matches!(&built, Err(Error::Config(message)) if message.contains(problem)),
             "{built:?}"
+        );
+    }
+}
+
+/// An eviction policy that may drop unexpired records is worth a warning at connect time:
+/// an evicted record reads as a dead runtime.
+#[tokio::test(flavor = "current_thread")]
+async fn an_evicting_redis_is_warned_about() {
+    let cases = [
+        (&["--maxmemory-policy", "allkeys-lru"][..], true),
+        (
+            &["--maxmemory", "1gb", "--maxmemory-policy", "volatile-ttl"][..],
+            true,
+        ),
+        // volatile-* without a memory limit never evicts.
+        (&["--maxmemory-policy", "volatile-lru"][..], false),
+        (
+            &["--maxmemory", "1gb", "--maxmemory-policy", "noeviction"][..],
+            false,
+        ),
+    ];
+    for (args, warned) in cases {
+        let server = RedisServer::start_with_args(args);
+        let (logs, _capture) = LogBuffer::capture();
+        builder(&server).build().await.unwrap();
+        let log = logs.text();
+        assert_eq!(
+            log.contains("set maxmemory-policy noeviction"),
+            warned,
+            "{args:?}: {log}"
         );
     }
 }

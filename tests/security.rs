@@ -9,12 +9,11 @@
 
 mod support;
 
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use liveness_store::{Backend, Error, LivenessStore, RedisStore, StoreConfig};
 use support::RedisServer;
+use support::logs::LogBuffer;
 
 const TTL: Duration = Duration::from_secs(90);
 /// Far above anything a refused connection needs: a failure that takes this long was a hang.
@@ -204,35 +203,6 @@ async fn a_wrong_acl_password_or_user_is_refused_at_once() {
     }
 }
 
-/// A `tracing` subscriber writing into a buffer, for the log lines the crate emits.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-
-    fn make_writer(&'a self) -> LogBuffer {
-        self.clone()
-    }
-}
-
 /// Collects everything the crate can print while it is given passwords, and greps the
 /// passwords out of it: `Debug` of builders, stores and configs, `Display`/`Debug` of every
 /// error (wrong password, unreachable host, bad URL, wrong scheme, timeout, dead server), and
@@ -241,12 +211,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 // the store runs, runs here.
 #[tokio::test(flavor = "current_thread")]
 async fn no_password_leaks_into_debug_errors_or_logs() {
-    let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _capture) = LogBuffer::capture();
 
     let server = acl_server();
     let good_url = acl_url(&server, "alice", ACL_PASSWORD);
@@ -369,8 +334,9 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     }
     let log = logs.text();
     assert!(
-        log.contains("liveness forget failed"),
-        "a forget against a killed server logs a warning; the log:\n{log}"
+        log.contains("liveness forget failed") && log.contains("circuit breaker open"),
+        "a forget against a killed server logs a warning, and the breaker its opening; the \
+         log:\n{log}"
     );
     shown.push(("the log".into(), log));
     for (what, text) in &shown {

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+pub mod logs;
 pub mod proxy;
 
 /// Environment variable naming the `redis-server` binary to use instead of the one on `PATH`.

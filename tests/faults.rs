@@ -532,9 +532,43 @@ async fn black_hole() {
     .await;
 }
 
-/// 1,000 concurrent calls on a pool of 2 whose connections each take 100 ms per round trip:
-/// most calls cannot even check out a connection in time, and all of them still end within the
-/// op timeout. The breaker is kept out of the way so every call really waits on the pool.
+/// 1,000 concurrent calls at once, `touch` and `is_alive_batch` alternating; returns how
+/// many were answered, how many timed out, and the slowest.
+async fn thousand_calls(store: &Arc<RedisStore>) -> (usize, usize, Duration) {
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..1_000 {
+        let store = Arc::clone(store);
+        calls.spawn(async move {
+            let id = format!("runtime-{i}");
+            let start = Instant::now();
+            let result = if i % 2 == 0 {
+                store.touch(&id, TTL).await
+            } else {
+                store.is_alive_batch(&[&id]).await.map(|answer| {
+                    assert_eq!(answer.len(), 1);
+                })
+            };
+            (start.elapsed(), result)
+        });
+    }
+    let (mut answered, mut timeouts, mut worst) = (0, 0, Duration::ZERO);
+    while let Some(call) = calls.join_next().await {
+        let (took, result) = call.expect("no call panics");
+        worst = worst.max(took);
+        match result {
+            Ok(()) => answered += 1,
+            Err(Error::Timeout { .. }) => timeouts += 1,
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    (answered, timeouts, worst)
+}
+
+/// 1,000 concurrent calls on a pool of 2. With replies 100 ms late, the two connections
+/// pipeline them all and every call is answered in time. With replies later than the op
+/// timeout, every connection ends up broken and being replaced while 1,000 more calls wait to
+/// check one out: they time out, each within the op timeout. The breaker is kept out of the
+/// way so that every call really waits on the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_exhaustion_stays_bounded() {
     let server = RedisServer::start();
@@ -542,6 +576,7 @@ async fn pool_exhaustion_stays_bounded() {
     let store = Arc::new(
         RedisStore::builder(&proxy.url())
             .op_timeout(OP_TIMEOUT)
+            .connect_timeout(OP_TIMEOUT)
             .pool_size(2)
             .failure_threshold(u32::MAX)
             .build()
@@ -552,51 +587,29 @@ async fn pool_exhaustion_stays_bounded() {
         to_upstream: Duration::ZERO,
         to_client: 100 * MS,
     });
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..1_000 {
-        let store = Arc::clone(&store);
-        calls.spawn(async move {
-            let id = format!("runtime-{i}");
-            let start = Instant::now();
-            let result = if i % 2 == 0 {
-                store.touch(&id, TTL).await.map(|()| None)
-            } else {
-                store.is_alive_batch(&[&id]).await.map(Some)
-            };
-            (start.elapsed(), result)
-        });
-    }
-    let (mut worst, mut ok, mut timeouts) = (Duration::ZERO, 0, 0);
-    while let Some(call) = calls.join_next().await {
-        let (took, result) = call.unwrap();
-        worst = worst.max(took);
-        match result {
-            Ok(Some(answer)) => {
-                // A record touched by a concurrent call may exist; any answer is one per id.
-                assert_eq!(answer.len(), 1);
-                ok += 1;
-            }
-            Ok(None) => ok += 1,
-            Err(Error::Timeout { .. }) => timeouts += 1,
-            Err(other) => panic!("unexpected error {other:?}"),
-        }
-    }
-    println!("pool exhaustion: {ok} ok, {timeouts} timed out, worst {worst:?}");
+    let (answered, _, worst) = thousand_calls(&store).await;
+    println!("pool of 2, replies 100 ms late: {answered} of 1,000 answered, worst {worst:?}");
+    assert_eq!(answered, 1_000, "two multiplexed connections carry them all");
     assert!(worst <= OP_TIMEOUT + SLACK, "a call took {worst:?}");
-    assert!(
-        timeouts > 0,
-        "the pool was never exhausted: the test proves nothing"
-    );
-    assert!(ok > 0, "no call got through at all");
-    // No connection leak: the pool never keeps more than its size.
+    assert!(proxy.open_connections() <= 2, "{} connections", proxy.open_connections());
+
+    proxy.set_mode(Mode::DelayEach {
+        to_upstream: Duration::ZERO,
+        to_client: 4 * OP_TIMEOUT,
+    });
+    for wave in ["replies too late", "connections being replaced"] {
+        let (answered, timeouts, worst) = thousand_calls(&store).await;
+        println!("pool of 2, {wave}: {answered} answered, {timeouts} timed out, worst {worst:?}");
+        assert!(worst <= OP_TIMEOUT + SLACK, "{wave}: a call took {worst:?}");
+        assert!(timeouts > 0, "{wave}: nothing timed out, the test proves nothing");
+    }
+
+    // No connection leak: dropping the store closes every connection.
+    proxy.set_mode(Mode::Pass);
     drop(store);
     let deadline = Instant::now() + Duration::from_secs(2);
     while proxy.open_connections() > 0 && Instant::now() < deadline {
         tokio::time::sleep(10 * MS).await;
     }
-    assert_eq!(
-        proxy.open_connections(),
-        0,
-        "connections outlived the store"
-    );
+    assert_eq!(proxy.open_connections(), 0, "connections outlived the store");
 }

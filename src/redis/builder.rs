@@ -18,7 +18,7 @@ pub const DEFAULT_KEY_PREFIX: &str = "mul:runtime:hb:";
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long opening one connection may take.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connections in the pool; each call holds one for its round trip.
+/// Connections in the pool; each pipelines the requests of every concurrent call.
 pub const DEFAULT_POOL_SIZE: u32 = 8;
 /// Keys per `MGET`, so that a huge batch never becomes one giant command.
 pub const DEFAULT_MAX_BATCH: usize = 1_000;
@@ -78,9 +78,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most connections the pool opens. A call holds a connection for its round trip, so
-    /// this caps the calls in flight at once; calls beyond it wait for a connection, within
-    /// the op timeout.
+    /// The most connections the pool opens. A call holds one only long enough to clone it:
+    /// each `MultiplexedConnection` pipelines the requests of every concurrent call, so a few
+    /// suffice; more spread the load over more sockets.
     ///
     /// Defaults to 8.
     pub fn pool_size(mut self, size: u32) -> Self {
@@ -164,8 +164,9 @@ impl RedisStoreBuilder {
         let manager = tls::connection_manager(&self.url, &self.tls)?;
         let pool = bb8::Pool::builder()
             .max_size(self.pool_size)
-            // A PING per checkout halves throughput; failed connections are dropped instead.
-            .test_on_check_out(false)
+            // The check on checkout is the manager's broken flag, not a PING (which would halve
+            // throughput).
+            .test_on_check_out(true)
             .connection_timeout(self.op_timeout)
             // A failed connection is not retried behind the caller's back until the checkout
             // times out; the next checkout tries again.

@@ -1,35 +1,74 @@
-//! Pooled connections that leave the pool once they have failed.
+//! Pooled connections, shared by concurrent calls, that leave the pool once they have failed.
 //!
-//! bb8-redis hands out `MultiplexedConnection`s and never reports one as broken, so after a
-//! Redis restart the pool would keep handing out dead connections. This manager wraps
-//! bb8-redis's: a connection is marked suspect before each request and cleared only when the
-//! request got an answer, so one that errored *or* was dropped mid-request by a timeout is
-//! discarded by bb8 on its way back (invariant 5: a dead connection must not cost every later
-//! call a timeout).
+//! bb8-redis hands out `MultiplexedConnection`s, which pipeline the requests of every clone on
+//! one socket. So a call checks a connection out only long enough to clone it: concurrent calls
+//! share the pool's few sockets instead of queueing for one each.
+//!
+//! bb8-redis never reports a connection as broken, so after a Redis restart the pool would keep
+//! handing out dead ones. Here every request carries its connection's shared `broken` flag and
+//! sets it unless an answer came back — on an error, or when the request is dropped by a
+//! timeout — and the manager discards a flagged connection at its next checkout, without any
+//! I/O (invariant 5: a dead connection must not cost every later call a timeout).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
 
-/// A connection and whether it may be broken.
+/// A pooled connection and whether a request on it failed.
 pub(crate) struct TrackedConnection {
     connection: MultiplexedConnection,
-    suspect: bool,
+    broken: Arc<AtomicBool>,
 }
 
 impl TrackedConnection {
+    /// A handle for one request, to use after the connection went back to the pool.
+    pub(crate) fn handle(&self) -> Request {
+        Request {
+            connection: self.connection.clone(),
+            broken: Arc::clone(&self.broken),
+        }
+    }
+}
+
+/// One request on a shared connection.
+pub(crate) struct Request {
+    connection: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl Request {
     /// Sends `pipeline` and parses its replies.
     pub(crate) async fn query<T: FromRedisValue>(
-        &mut self,
+        mut self,
         pipeline: &Pipeline,
     ) -> Result<T, RedisError> {
-        // Suspect until proven: if this future is dropped by a timeout, the flag stays set.
-        self.suspect = true;
+        // Broken until proven otherwise: if this future is dropped by a timeout, the guard
+        // flags the connection.
+        let mut guard = BrokenUnlessAnswered {
+            broken: &self.broken,
+            answered: false,
+        };
         let reply = pipeline.query_async(&mut self.connection).await;
-        self.suspect = reply.as_ref().is_err_and(|e| !server_answered(e));
+        guard.answered = reply.as_ref().map_or_else(server_answered, |_| true);
         reply
+    }
+}
+
+/// Flags the connection on drop unless the request got an answer.
+struct BrokenUnlessAnswered<'a> {
+    broken: &'a AtomicBool,
+    answered: bool,
+}
+
+impl Drop for BrokenUnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.broken.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -62,7 +101,7 @@ impl bb8::ManageConnection for TrackedManager {
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(connection) => Ok(TrackedConnection {
                 connection: connection?,
-                suspect: false,
+                broken: Arc::new(AtomicBool::new(false)),
             }),
             Err(_) => Err(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -72,12 +111,18 @@ impl bb8::ManageConnection for TrackedManager {
     }
 
     async fn is_valid(&self, tracked: &mut TrackedConnection) -> Result<(), RedisError> {
-        // Only used if checkout testing is turned on, which the store never does: a PING per
-        // checkout halves throughput, and the suspect flag already removes broken connections.
-        self.inner.is_valid(&mut tracked.connection).await
+        // Checked on every checkout, so no I/O here: a PING per checkout would halve
+        // throughput. A connection a request found broken is discarded instead.
+        if tracked.broken.load(Ordering::Relaxed) {
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "a request on this connection failed",
+            )));
+        }
+        Ok(())
     }
 
     fn has_broken(&self, tracked: &mut TrackedConnection) -> bool {
-        tracked.suspect
+        tracked.broken.load(Ordering::Relaxed)
     }
 }

@@ -118,7 +118,7 @@ impl RedisStore {
     async fn first_connection(&self, timeout: Duration) -> Result<()> {
         let op = "connect";
         let connect = async {
-            let mut connection = self
+            let connection = self
                 .pool
                 .dedicated_connection()
                 .await
@@ -127,13 +127,14 @@ impl RedisStore {
             first.cmd("PING").ignore();
             let check = self.epoch.add_check(&mut first);
             let replies: Vec<Value> = connection
+                .handle()
                 .query(&first)
                 .await
                 .map_err(|e| self.backend_error(op, e))?;
             if let Some(epoch) = replies.last() {
                 self.epoch.observe(check, epoch);
             }
-            self.check_eviction_policy(&mut connection).await;
+            self.check_eviction_policy(&connection).await;
             Ok(connection)
         };
         let connection = tokio::time::timeout(timeout, connect)
@@ -148,11 +149,11 @@ impl RedisStore {
     /// dead runtime, and an evicted epoch as data loss. `allkeys-*` policies may evict both;
     /// `volatile-*` ones, once `maxmemory` is reached, records. Managed Redis services often
     /// refuse `CONFIG`; then there is nothing to check.
-    async fn check_eviction_policy(&self, connection: &mut connection::TrackedConnection) {
+    async fn check_eviction_policy(&self, connection: &connection::TrackedConnection) {
         let mut config = redis::pipe();
         config.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
         config.cmd("CONFIG").arg("GET").arg("maxmemory");
-        let reply: Result<Vec<Vec<String>>, _> = connection.query(&config).await;
+        let reply: Result<Vec<Vec<String>>, _> = connection.handle().query(&config).await;
         let settings = match reply {
             Ok(settings) => settings,
             Err(error) => {
@@ -199,12 +200,14 @@ impl RedisStore {
         pipeline: &Pipeline,
     ) -> (Result<T>, bool) {
         let request = async {
-            let mut connection = match self.pool.get().await {
-                Ok(connection) => connection,
+            // Checked out only to clone: the connection is back in the pool, for concurrent
+            // calls to pipeline on, before the request is sent.
+            let request = match self.pool.get().await {
+                Ok(pooled) => pooled.handle(),
                 Err(bb8::RunError::User(e)) => return (Err(self.backend_error(op, e)), false),
                 Err(bb8::RunError::TimedOut) => return (Err(self.timed_out(op)), false),
             };
-            match connection.query(pipeline).await {
+            match request.query(pipeline).await {
                 Ok(reply) => (Ok(reply), true),
                 Err(e) => {
                     let answered = connection::server_answered(&e);

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::health::HealthStatus;
+use crate::validate::MAX_TTL;
 use crate::{Error, Result};
 
 /// Failures in a row that open the breaker.
@@ -46,6 +47,8 @@ impl BreakerSettings {
             "breaker_cooldown must be more than zero"
         } else if self.max_cooldown < self.cooldown {
             "breaker_max_cooldown must be at least breaker_cooldown"
+        } else if self.max_cooldown > MAX_TTL {
+            "breaker_max_cooldown must not exceed 365 days"
         } else {
             return Ok(());
         };
@@ -59,8 +62,11 @@ enum Phase {
     Open {
         retry_at: Instant,
     },
-    /// One probe is under way; everyone else still fails fast.
-    Probing,
+    /// One probe is under way; everyone else still fails fast. A probe that has not reported
+    /// by `expires` (its caller stopped polling it) no longer blocks the next one.
+    Probing {
+        expires: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -77,8 +83,10 @@ struct State {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     settings: BreakerSettings,
+    /// How long one call may take: a call dropped after this long was cut off by a timeout.
+    op_timeout: Duration,
     /// A mutex, not atomics: it is taken once per remote call, next to a network round trip,
-    /// and keeps the transitions simple to read.
+    /// and keeps the transitions simple to read. Nothing logs while holding it.
     state: Mutex<State>,
     /// Names the backend in log lines (a redacted URL).
     name: String,
@@ -86,15 +94,24 @@ pub(crate) struct Breaker {
 
 /// Leave to make one remote call; report how it went with [`Permit::record`].
 #[derive(Debug)]
-#[must_use = "a permit dropped without being recorded counts as a failure"]
+#[must_use = "a permit dropped without being recorded counts as a failure if it was timed out"]
 pub(crate) struct Permit<'a> {
     breaker: &'a Breaker,
     probe: bool,
+    admitted: Instant,
     recorded: bool,
 }
 
+/// What a transition has to log, once the lock is released.
+enum Log {
+    Nothing,
+    Closed,
+    Opened { failures: u32, cooldown: Duration },
+    ProbeFailed { cooldown: Duration },
+}
+
 impl Breaker {
-    pub(crate) fn new(settings: BreakerSettings, name: String) -> Breaker {
+    pub(crate) fn new(settings: BreakerSettings, op_timeout: Duration, name: String) -> Breaker {
         Breaker {
             state: Mutex::new(State {
                 phase: Phase::Closed,
@@ -103,24 +120,30 @@ impl Breaker {
                 since: Instant::now(),
             }),
             settings,
+            op_timeout,
             name,
         }
     }
 
     /// Lets a call through, or fails fast while the breaker is open (invariant 5).
     pub(crate) fn admit(&self) -> Result<Permit<'_>> {
+        let now = Instant::now();
         let mut state = self.state.lock();
         let probe = match state.phase {
             Phase::Closed => false,
-            Phase::Open { retry_at } if Instant::now() >= retry_at => {
-                state.phase = Phase::Probing;
-                true
-            }
-            Phase::Open { .. } | Phase::Probing => return Err(Error::Unavailable),
+            Phase::Open { retry_at } if now >= retry_at => true,
+            Phase::Probing { expires } if now >= expires => true,
+            Phase::Open { .. } | Phase::Probing { .. } => return Err(Error::Unavailable),
         };
+        if probe {
+            state.phase = Phase::Probing {
+                expires: later(now, self.op_timeout),
+            };
+        }
         Ok(Permit {
             breaker: self,
             probe,
+            admitted: now,
             recorded: false,
         })
     }
@@ -129,7 +152,7 @@ impl Breaker {
     pub(crate) fn status(&self) -> (HealthStatus, Instant, u32) {
         let state = self.state.lock();
         let status = match state.phase {
-            Phase::Open { .. } | Phase::Probing => HealthStatus::Down,
+            Phase::Open { .. } | Phase::Probing { .. } => HealthStatus::Down,
             Phase::Closed if state.consecutive_failures > 0 => HealthStatus::Degraded,
             Phase::Closed => HealthStatus::Healthy,
         };
@@ -137,54 +160,100 @@ impl Breaker {
     }
 
     fn succeeded(&self) {
-        let mut state = self.state.lock();
-        if state.phase != Phase::Closed {
-            tracing::warn!(
-                backend = %self.name,
-                "liveness store: the backend answers again; circuit breaker closed"
-            );
-        }
-        if state.phase != Phase::Closed || state.consecutive_failures > 0 {
-            state.since = Instant::now();
-        }
-        state.phase = Phase::Closed;
-        state.consecutive_failures = 0;
-        state.cooldown = self.settings.cooldown;
+        let log = {
+            let mut state = self.state.lock();
+            let was_open = state.phase != Phase::Closed;
+            if was_open || state.consecutive_failures > 0 {
+                state.since = Instant::now();
+            }
+            state.phase = Phase::Closed;
+            state.consecutive_failures = 0;
+            state.cooldown = self.settings.cooldown;
+            if was_open { Log::Closed } else { Log::Nothing }
+        };
+        self.log(log);
     }
 
     fn failed(&self, probe: bool) {
-        let mut state = self.state.lock();
-        let now = Instant::now();
-        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-        if state.consecutive_failures == 1 {
-            state.since = now; // healthy → degraded
+        let log = {
+            let mut state = self.state.lock();
+            let now = Instant::now();
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            if state.consecutive_failures == 1 {
+                state.since = now; // healthy → degraded
+            }
+            let opens = match state.phase {
+                // The probe failed: stay open, and wait longer before the next one.
+                Phase::Probing { .. } if probe => true,
+                Phase::Closed => state.consecutive_failures >= self.settings.failure_threshold,
+                // A late failure of a call let through before the breaker opened (or a probe
+                // that another call's answer already overtook): nothing changes.
+                _ => false,
+            };
+            if opens {
+                let cooldown = state.cooldown;
+                state.phase = Phase::Open {
+                    retry_at: later(now, cooldown),
+                };
+                state.cooldown = cooldown.saturating_mul(2).min(self.settings.max_cooldown);
+                if probe {
+                    Log::ProbeFailed { cooldown }
+                } else {
+                    state.since = now;
+                    Log::Opened {
+                        failures: state.consecutive_failures,
+                        cooldown,
+                    }
+                }
+            } else {
+                Log::Nothing
+            }
+        };
+        self.log(log);
+    }
+
+    /// A call dropped before it reported: cut off by a timeout if it ran the op timeout out
+    /// (more than half of it, since the layered store's own timeout starts a little earlier),
+    /// else abandoned by its caller, which says nothing about the backend.
+    fn dropped(&self, probe: bool, admitted: Instant) {
+        if admitted.elapsed() >= self.op_timeout / 2 {
+            self.failed(probe);
+        } else if probe {
+            let mut state = self.state.lock();
+            if matches!(state.phase, Phase::Probing { .. }) {
+                state.phase = Phase::Open {
+                    retry_at: Instant::now(),
+                };
+            }
         }
-        if probe {
-            // The probe failed: stay open, and wait longer before the next one.
-            let cooldown = state.cooldown;
-            state.phase = Phase::Open {
-                retry_at: now + cooldown,
-            };
-            state.cooldown = (cooldown * 2).min(self.settings.max_cooldown);
-            tracing::debug!(backend = %self.name, next_probe_in = ?cooldown, "liveness store: probe failed");
-        } else if state.phase == Phase::Closed
-            && state.consecutive_failures >= self.settings.failure_threshold
-        {
-            let cooldown = state.cooldown;
-            state.phase = Phase::Open {
-                retry_at: now + cooldown,
-            };
-            state.since = now;
-            state.cooldown = (cooldown * 2).min(self.settings.max_cooldown);
-            tracing::error!(
+    }
+
+    fn log(&self, log: Log) {
+        match log {
+            Log::Nothing => {}
+            Log::Closed => tracing::warn!(
                 backend = %self.name,
-                failures = state.consecutive_failures,
+                "liveness store: the backend answers again; circuit breaker closed"
+            ),
+            Log::Opened { failures, cooldown } => tracing::error!(
+                backend = %self.name,
+                failures,
                 first_probe_in = ?cooldown,
                 "liveness store: backend down; circuit breaker open, calls fail fast \
                  with Unavailable until a probe succeeds"
-            );
+            ),
+            Log::ProbeFailed { cooldown } => tracing::debug!(
+                backend = %self.name,
+                next_probe_in = ?cooldown,
+                "liveness store: probe failed"
+            ),
         }
     }
+}
+
+/// `now + wait`, saturating far in the future instead of overflowing.
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait).unwrap_or_else(|| now + MAX_TTL)
 }
 
 impl Permit<'_> {
@@ -203,12 +272,8 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        // A call dropped before it ended was almost always cut off by a caller's own timeout
-        // (the layered store bounds its remote calls too, and may fire first): it counts as a
-        // failure, or a hung Redis would never open the breaker, and a probe would never let
-        // the breaker leave its half-open state.
         if !self.recorded {
-            self.breaker.failed(self.probe);
+            self.breaker.dropped(self.probe, self.admitted);
         }
     }
 }
@@ -217,8 +282,10 @@ impl Drop for Permit<'_> {
 mod tests {
     use super::*;
 
+    const OP_TIMEOUT: Duration = Duration::from_millis(250);
+
     fn breaker() -> Breaker {
-        Breaker::new(BreakerSettings::default(), "test".to_owned())
+        Breaker::new(BreakerSettings::default(), OP_TIMEOUT, "test".to_owned())
     }
 
     fn fail(breaker: &Breaker) {
@@ -263,18 +330,70 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn abandoned_calls_count_as_failures() {
+    async fn calls_cut_off_by_a_timeout_count_as_failures() {
         let breaker = breaker();
         for _ in 0..DEFAULT_FAILURE_THRESHOLD {
-            drop(breaker.admit().expect("closed"));
+            let permit = breaker.admit().expect("closed");
+            tokio::time::advance(OP_TIMEOUT).await;
+            drop(permit);
         }
         assert_eq!(breaker.status().0, HealthStatus::Down);
         tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
-        drop(breaker.admit().expect("probe"));
+        let probe = breaker.admit().expect("probe");
+        tokio::time::advance(OP_TIMEOUT).await;
+        drop(probe);
         assert!(
             breaker.admit().is_err(),
-            "an abandoned probe failed: open again"
+            "a timed-out probe failed: open again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_their_caller_abandons_count_for_nothing() {
+        let breaker = breaker();
+        for _ in 0..2 * DEFAULT_FAILURE_THRESHOLD {
+            drop(breaker.admit().expect("closed"));
+        }
+        assert_eq!(breaker.status().0, HealthStatus::Healthy);
+        for _ in 0..DEFAULT_FAILURE_THRESHOLD {
+            fail(&breaker);
+        }
+        tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
+        drop(breaker.admit().expect("probe"));
+        assert!(breaker.admit().is_ok(), "the next call probes at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_expires() {
+        let breaker = breaker();
+        for _ in 0..DEFAULT_FAILURE_THRESHOLD {
+            fail(&breaker);
+        }
+        tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
+        let stuck = breaker.admit().expect("probe");
+        assert!(breaker.admit().is_err());
+        tokio::time::advance(OP_TIMEOUT).await;
+        breaker.admit().expect("a new probe").record(true);
+        assert_eq!(breaker.status().0, HealthStatus::Healthy);
+        std::mem::forget(stuck);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_cooldowns_do_not_overflow() {
+        let settings = BreakerSettings {
+            failure_threshold: 1,
+            cooldown: MAX_TTL,
+            max_cooldown: MAX_TTL,
+        };
+        settings.check().unwrap();
+        let breaker = Breaker::new(settings, Duration::MAX, "test".to_owned());
+        fail(&breaker);
+        assert_eq!(breaker.status().0, HealthStatus::Down);
+        let too_long = BreakerSettings {
+            max_cooldown: Duration::MAX,
+            ..settings
+        };
+        assert!(too_long.check().is_err());
     }
 
     #[tokio::test(start_paused = true)]

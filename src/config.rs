@@ -221,7 +221,7 @@ impl StoreConfig {
             key_prefix: set(ENV_KEY_PREFIX),
             op_timeout: milliseconds(ENV_OP_TIMEOUT_MS, false)?,
             debounce: milliseconds(ENV_DEBOUNCE_MS, true)?,
-            recovery_floor: milliseconds(ENV_RECOVERY_FLOOR_MS, false)?,
+            recovery_floor: milliseconds(ENV_RECOVERY_FLOOR_MS, true)?,
         })
     }
 

@@ -67,6 +67,15 @@ pub trait LivenessStore: Send + Sync + Debug {
         Health::always_healthy()
     }
 
+    /// How many times the backend has detected that it lost its data (a Redis restarted
+    /// empty, flushed, or failed over to an empty replica): the `data_losses` of
+    /// [`health`](Self::health), which it defaults to. A layered store over this
+    /// store watches it after each remote call to stop coalescing on records that are gone,
+    /// so a wrapper around a store should forward it.
+    fn data_losses(&self) -> u64 {
+        self.health().data_losses
+    }
+
     /// A snapshot of the store's counters; zeros for backends that keep none.
     fn stats(&self) -> StoreStats {
         StoreStats::default()

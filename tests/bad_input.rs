@@ -108,7 +108,8 @@ impl Subject {
     #[cfg(feature = "redis")]
     async fn redis() -> Subject {
         let server = support::RedisServer::start();
-        let store = liveness_store::RedisStore::connect(&server.url())
+        let store = support::store_builder(&server.url())
+            .build()
             .await
             .expect("connect to the test redis");
         Subject {
@@ -132,7 +133,8 @@ impl Subject {
     #[cfg(all(feature = "layered", feature = "redis"))]
     async fn layered_redis() -> Subject {
         let server = support::RedisServer::start();
-        let remote = liveness_store::RedisStore::connect(&server.url())
+        let remote = support::store_builder(&server.url())
+            .build()
             .await
             .expect("connect to the test redis");
         Subject {

@@ -49,7 +49,8 @@ impl Subject {
     #[cfg(feature = "redis")]
     async fn redis() -> Subject {
         let server = support::RedisServer::start();
-        let store = liveness_store::RedisStore::connect(&server.url())
+        let store = support::store_builder(&server.url())
+            .build()
             .await
             .expect("connect to the test redis");
         Subject {
@@ -89,7 +90,7 @@ impl Subject {
     async fn layered_redis() -> Subject {
         let base = Subject::redis().await;
         let url = base.server.as_ref().unwrap().url();
-        let remote = liveness_store::RedisStore::connect(&url).await.unwrap();
+        let remote = support::store_builder(&url).build().await.unwrap();
         Subject::layered(remote, base)
     }
 

@@ -16,7 +16,7 @@ const OP_TIMEOUT: Duration = Duration::from_millis(200);
 const COOLDOWN: Duration = Duration::from_millis(100);
 
 fn builder(server: &RedisServer) -> RedisStoreBuilder {
-    RedisStore::builder(&server.url())
+    support::store_builder(&server.url())
         .op_timeout(OP_TIMEOUT)
         .connect_timeout(OP_TIMEOUT)
         .breaker_cooldown(COOLDOWN)
@@ -128,13 +128,64 @@ async fn the_epoch_key_lies_outside_the_id_space() {
     assert!(server.get(&key).is_some());
 }
 
+/// Polls `store` (bounded by `limit`) until it answers `ids` without `Recovering`.
+async fn until_trusted(store: &RedisStore, ids: &[&str], limit: Duration) -> Vec<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match store.is_alive_batch(ids).await {
+            Ok(answer) => return answer,
+            Err(Error::Recovering { .. }) => assert!(Instant::now() < deadline, "never trusted"),
+            Err(other) => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A new Redis may lack the records of runtimes that beat before it started: "dead" is not
+/// believed until its epoch is one recovery window old; "alive" is, at once.
+#[tokio::test]
+async fn a_new_redis_is_trusted_once_its_records_are_a_window_old() {
+    let server = RedisServer::start();
+    let floor = Duration::from_millis(500);
+    let store = builder(&server)
+        .recovery_floor(floor)
+        .build()
+        .await
+        .unwrap();
+    let built = Instant::now();
+    store.touch("alive", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(store.is_alive_batch(&["alive"]).await.unwrap(), [true]);
+    let answer = store.is_alive_batch(&["alive", "dead"]).await;
+    assert!(
+        matches!(answer, Err(Error::Recovering { remaining }) if remaining <= floor),
+        "{answer:?}"
+    );
+    assert_eq!(store.health().status, HealthStatus::Degraded);
+    assert_eq!(store.health().data_losses, 0, "a new Redis is no loss");
+    let answer = until_trusted(&store, &["alive", "dead"], floor * 4).await;
+    assert_eq!(answer, [true, false]);
+    assert!(
+        built.elapsed() >= floor,
+        "trusted before the epoch was a window old"
+    );
+    // A second instance finds the epoch old enough and trusts it at once.
+    let later = builder(&server)
+        .recovery_floor(floor)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(later.is_alive_batch(&["dead"]).await.unwrap(), [false]);
+}
+
 /// Deleting the epoch alone (the records survive) still reads as data loss: the store cannot
-/// tell which records are gone, so "dead" waits one recovery window; "alive" does not.
+/// tell which records are gone, so "dead" waits one recovery window; "alive" does not. The
+/// window is the floor, or the largest ttl this instance wrote if that is longer.
 #[tokio::test]
 async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
     let server = RedisServer::start();
-    let floor = Duration::from_millis(600);
-    let store = builder(&server)
+    let floor = Duration::from_millis(300);
+    let ttl = Duration::from_millis(900);
+    let writer = builder(&server)
         .recovery_floor(floor)
         .build()
         .await
@@ -144,43 +195,41 @@ async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
         .build()
         .await
         .unwrap();
-    store
-        .touch("alive", Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert_eq!(
-        reader.is_alive_batch(&["alive", "dead"]).await.unwrap(),
-        [true, false]
-    );
+    until_trusted(&reader, &["dead"], floor * 4).await;
+    until_trusted(&writer, &["dead"], floor * 4).await;
+    writer.touch("alive", ttl).await.unwrap();
 
-    server.set_raw(&[b"DEL", &store.epoch_key()]);
+    server.set_raw(&[b"DEL", &writer.epoch_key()]);
     let detected = Instant::now();
-    for instance in [&store, &reader] {
+    for (instance, window) in [(&writer, ttl), (&reader, floor)] {
         let answer = instance.is_alive_batch(&["alive", "dead"]).await;
         assert!(
-            matches!(answer, Err(Error::Recovering { remaining }) if remaining <= floor),
+            matches!(answer, Err(Error::Recovering { remaining }) if remaining <= window && remaining > window / 2),
             "{answer:?}"
         );
         assert_eq!(instance.is_alive_batch(&["alive"]).await.unwrap(), [true]);
         let health = instance.health();
         assert_eq!(health.status, HealthStatus::Degraded);
         assert_eq!(health.data_losses, 1);
-        assert!(health.recovering_for.is_some_and(|r| r <= floor));
+        assert!(health.recovering_for.is_some_and(|r| r <= window));
     }
-    // The writer's window is the longer of the floor and the largest ttl it wrote.
-    let deadline = detected + floor + Duration::from_secs(2);
-    loop {
-        match reader.is_alive_batch(&["dead"]).await {
-            Ok(answer) => {
-                assert_eq!(answer, [false]);
-                assert!(detected.elapsed() >= floor, "trusted again too early");
-                break;
-            }
-            Err(Error::Recovering { .. }) => assert!(Instant::now() < deadline),
-            Err(other) => panic!("{other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(until_trusted(&reader, &["dead"], floor * 4).await, [false]);
+    assert!(
+        detected.elapsed() >= floor,
+        "the reader trusted again too early"
+    );
+    assert!(
+        matches!(
+            writer.is_alive_batch(&["dead"]).await,
+            Err(Error::Recovering { .. })
+        ),
+        "the writer's window is its ttl, longer than the floor"
+    );
+    assert_eq!(until_trusted(&writer, &["dead"], ttl * 4).await, [false]);
+    assert!(
+        detected.elapsed() >= ttl,
+        "the writer trusted again too early"
+    );
     assert_eq!(reader.health().status, HealthStatus::Healthy);
     assert_eq!(
         reader.health().data_losses,
@@ -205,7 +254,7 @@ async fn breaker_and_recovery_settings_are_checked() {
             "breaker_max_cooldown",
         ),
         (
-            builder(&server).recovery_floor(Duration::ZERO),
+            builder(&server).recovery_floor(Duration::from_secs(366 * 24 * 3600)),
             "recovery_floor",
         ),
     ] {

@@ -371,12 +371,12 @@ mod over_redis {
     use support::RedisServer;
 
     async fn redis(server: &RedisServer) -> RedisStore {
-        RedisStore::connect(&server.url()).await.unwrap()
+        support::store_builder(&server.url()).build().await.unwrap()
     }
 
     /// A Redis store whose calls may take seconds, for tests about counts, not latency.
     async fn relaxed_redis(server: &RedisServer) -> RedisStore {
-        RedisStore::builder(&server.url())
+        support::store_builder(&server.url())
             .op_timeout(Duration::from_secs(5))
             .build()
             .await

@@ -63,7 +63,7 @@ fn requirepass_url(server: &RedisServer, password: &str) -> String {
 /// Builds a store on `url` and returns the result with how long it took.
 async fn build(url: &str) -> (liveness_store::Result<RedisStore>, Duration) {
     let started = Instant::now();
-    let result = RedisStore::builder(url)
+    let result = support::store_builder(url)
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .await;
@@ -230,7 +230,7 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     }
 
     // A working store, and its Debug.
-    let store = RedisStore::builder(&good_url)
+    let store = support::store_builder(&good_url)
         .op_timeout(Duration::from_millis(200))
         .build()
         .await
@@ -239,7 +239,7 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     shown.push(("RedisStore Debug".into(), format!("{store:?}")));
     #[cfg(feature = "layered")]
     {
-        let remote = RedisStore::connect(&good_url).await.unwrap();
+        let remote = support::store_builder(&good_url).build().await.unwrap();
         let layered = liveness_store::LayeredStore::new(remote);
         shown.push(("LayeredStore Debug".into(), format!("{layered:?}")));
     }
@@ -469,7 +469,7 @@ mod tls {
         ca: Option<&Ca>,
     ) -> (liveness_store::Result<RedisStore>, Duration) {
         let started = Instant::now();
-        let mut builder = RedisStore::builder(url).connect_timeout(CONNECT_TIMEOUT);
+        let mut builder = support::store_builder(url).connect_timeout(CONNECT_TIMEOUT);
         if let Some(ca) = ca {
             builder = builder.tls_root_certificate(ca.pem.as_bytes());
         }

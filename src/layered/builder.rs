@@ -127,8 +127,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             "pipelines_in_flight must be at least 1"
         } else if self.max_batch == 0 {
             "max_batch must be at least 1"
-        } else if settings.op_timeout.is_zero() {
-            "op_timeout must be more than zero"
+        } else if settings.op_timeout.is_zero() || settings.op_timeout > MAX_TTL {
+            "op_timeout must be more than zero and at most 365 days"
         } else if settings.debounce > MAX_TTL || settings.remote_positive_ttl > MAX_TTL {
             "debounce and remote_positive_ttl must not exceed 365 days"
         } else {

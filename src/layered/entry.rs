@@ -50,24 +50,54 @@ pub(super) struct PendingWrite {
 pub(super) struct LocalEntry {
     /// Alive for sure until then: this instance took a touch, or the remote said so recently.
     alive_until: AtomicU64,
-    /// The remote record, as this instance last wrote it, lapses no earlier than then; 0 when
-    /// this instance has not written it (or the write failed).
-    remote_until: AtomicU64,
+    /// The remote record as this instance last wrote it, packed with the remote's data-loss
+    /// count at the time (see [`RemoteRecord`]): 0 when this instance has not written it (or
+    /// the write failed).
+    remote: AtomicU64,
     /// The write under way, joined by touches it covers.
     pub(super) pending: Mutex<Option<PendingWrite>>,
+}
+
+/// When a written record lapses and under which of the remote's data-loss counts it was
+/// written, in one word, so that the two can never be read torn apart: a record written
+/// before a loss must not cover anything after it (invariant 4), and comparing the count is
+/// what forgets every such record at once, without visiting any entry.
+///
+/// The low 20 bits hold the loss count (modulo 2^20), the rest the lapse time in whole
+/// milliseconds, rounded down (2^44 ms is over 500 years).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RemoteRecord(u64);
+
+impl RemoteRecord {
+    const LOSS_BITS: u32 = 20;
+    const LOSS_MASK: u64 = (1 << Self::LOSS_BITS) - 1;
+    const NANOS_PER_MS: u64 = 1_000_000;
+
+    fn new(until: u64, losses: u64) -> Self {
+        let until_ms = (until / Self::NANOS_PER_MS).min(u64::MAX >> Self::LOSS_BITS);
+        RemoteRecord((until_ms << Self::LOSS_BITS) | (losses & Self::LOSS_MASK))
+    }
+
+    fn until(self) -> u64 {
+        (self.0 >> Self::LOSS_BITS).saturating_mul(Self::NANOS_PER_MS)
+    }
+
+    fn written_under(self, losses: u64) -> bool {
+        self.0 != 0 && self.0 & Self::LOSS_MASK == losses & Self::LOSS_MASK
+    }
 }
 
 impl LocalEntry {
     pub(super) fn alive_until(until: u64) -> Arc<LocalEntry> {
         Arc::new(LocalEntry {
             alive_until: AtomicU64::new(until),
-            remote_until: AtomicU64::new(0),
+            remote: AtomicU64::new(0),
             pending: Mutex::new(None),
         })
     }
 
-    // Relaxed is enough: each field is a monotonic deadline read on its own; no other memory
-    // is published through it.
+    // Relaxed is enough: each field is one word read on its own; no other memory is
+    // published through it.
 
     pub(super) fn is_alive(&self, now: u64) -> bool {
         self.alive_until.load(Ordering::Relaxed) > now
@@ -77,25 +107,41 @@ impl LocalEntry {
         self.alive_until.fetch_max(until, Ordering::Relaxed);
     }
 
-    pub(super) fn remote_covers(&self, until: u64) -> bool {
-        self.remote_until.load(Ordering::Relaxed) >= until
+    /// Whether the record this instance wrote lapses no earlier than `until`, and was written
+    /// since the remote's latest data loss (`losses` is the remote's count now).
+    pub(super) fn remote_covers(&self, until: u64, losses: u64) -> bool {
+        let record = RemoteRecord(self.remote.load(Ordering::Relaxed));
+        record.written_under(losses) && record.until() >= until
     }
 
-    pub(super) fn extend_remote(&self, until: u64) {
-        self.remote_until.fetch_max(until, Ordering::Relaxed);
+    /// Records an acknowledged write that lapses no earlier than `until`, sent while the
+    /// remote's loss count was `losses`. A later lapse under the same count extends the
+    /// record; a different count replaces it.
+    pub(super) fn extend_remote(&self, until: u64, losses: u64) {
+        let written = RemoteRecord::new(until, losses);
+        let _ = self
+            .remote
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                let current = RemoteRecord(current);
+                let keep = current.written_under(losses) && current.until() >= written.until();
+                (!keep).then_some(written.0)
+            });
     }
 
     /// Forgets that this instance wrote the remote record, so the next touch writes through.
     pub(super) fn forget_remote(&self) {
-        self.remote_until.store(0, Ordering::Relaxed);
+        self.remote.store(0, Ordering::Relaxed);
     }
 
     fn keep_until(&self) -> u64 {
-        self.alive_until
-            .load(Ordering::Relaxed)
-            .max(self.remote_until.load(Ordering::Relaxed))
+        let remote = RemoteRecord(self.remote.load(Ordering::Relaxed)).until();
+        self.alive_until.load(Ordering::Relaxed).max(remote)
     }
 }
+
+/// How much later than moka's current expiry an entry's deadlines must reach before a read
+/// moves it.
+const READ_EXPIRY_SLACK: Duration = Duration::from_millis(1);
 
 /// Keeps moka's expiry of an entry in step with the entry's own deadlines, so that the local
 /// layer holds a runtime exactly as long as it knows something about it.
@@ -125,10 +171,18 @@ impl Expiry<String, Arc<LocalEntry>> for EntryExpiry {
         _: &String,
         entry: &Arc<LocalEntry>,
         _: StdInstant,
-        _: Option<Duration>,
+        current: Option<Duration>,
         _: StdInstant,
     ) -> Option<Duration> {
-        self.remaining(entry)
+        // Reads are the hot path (every coalesced touch is one): a changed expiry costs moka a
+        // timer-wheel reschedule, so keep the current one unless the entry now knows something
+        // for longer. Deadlines only move when a write or a remote answer extends them, so this
+        // changes the expiry about once per write, not once per beat.
+        let wanted = self.remaining(entry);
+        match current {
+            Some(current) if wanted <= Some(current + READ_EXPIRY_SLACK) => Some(current),
+            _ => wanted,
+        }
     }
 
     fn expire_after_update(
@@ -139,5 +193,45 @@ impl Expiry<String, Arc<LocalEntry>> for EntryExpiry {
         _: Option<Duration>,
     ) -> Option<Duration> {
         self.remaining(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_record_covers_only_under_the_loss_count_it_was_written_under() {
+        let entry = LocalEntry::alive_until(0);
+        assert!(!entry.remote_covers(1, 0), "nothing written yet");
+        entry.extend_remote(90_000 * MS, 0);
+        assert!(entry.remote_covers(90_000 * MS, 0));
+        assert!(!entry.remote_covers(90_001 * MS, 0));
+        assert!(!entry.remote_covers(1, 1), "written before the loss");
+        // A shorter record under the new count replaces the lost one...
+        entry.extend_remote(10_000 * MS, 1);
+        assert!(entry.remote_covers(10_000 * MS, 1));
+        assert!(!entry.remote_covers(10_001 * MS, 1));
+        // ...and a longer one under the same count extends it; a shorter one does not.
+        entry.extend_remote(20_000 * MS, 1);
+        entry.extend_remote(15_000 * MS, 1);
+        assert!(entry.remote_covers(20_000 * MS, 1));
+        entry.forget_remote();
+        assert!(!entry.remote_covers(1, 1));
+    }
+
+    #[test]
+    fn lapse_times_round_down_and_saturate() {
+        let entry = LocalEntry::alive_until(0);
+        entry.extend_remote(5 * MS + 999_999, 3);
+        assert!(entry.remote_covers(5 * MS, 3));
+        assert!(
+            !entry.remote_covers(5 * MS + 1, 3),
+            "never claims more than was written"
+        );
+        entry.extend_remote(u64::MAX, 3);
+        assert!(entry.remote_covers(u64::MAX / 2, 3));
     }
 }

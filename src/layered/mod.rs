@@ -83,34 +83,29 @@ struct Shared<R> {
 impl<R: LivenessStore> Shared<R> {
     /// How many times the remote has detected data loss.
     fn remote_losses(&self) -> u64 {
-        self.remote.health().data_losses
+        self.remote.data_losses()
     }
 
-    /// After a remote call: if the remote detected data loss since the last look, forgets
-    /// every remote write this instance made, so each runtime's next touch writes through
-    /// instead of coalescing on a record that is gone (invariant 4).
-    fn reset_if_remote_lost_data(&self) {
+    /// The remote's loss count as of this store's last remote call: a record written under
+    /// an older count covers nothing (invariant 4).
+    fn losses(&self) -> u64 {
+        self.losses_seen.load(Ordering::Relaxed)
+    }
+
+    /// After a remote call: takes note if the remote detected data loss since the last look.
+    /// Every record this instance wrote before it stops covering touches at once, because the
+    /// count changed, so each runtime's next touch writes through instead of coalescing on a
+    /// record that is gone.
+    fn note_remote_losses(&self) {
         let losses = self.remote_losses();
-        let seen = self.losses_seen.load(Ordering::Acquire);
-        if losses <= seen
-            || self
-                .losses_seen
-                .compare_exchange(seen, losses, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            return; // Nothing new, or another call is resetting.
+        let seen = self.losses_seen.fetch_max(losses, Ordering::Relaxed);
+        if losses > seen {
+            Counters::add(&self.counters.epoch_resets, 1);
+            tracing::warn!(
+                "liveness store: the remote lost its data; coalescing reset, every runtime's \
+                 next touch writes through"
+            );
         }
-        let mut entries = 0_u64;
-        for (_, entry) in &self.local {
-            entry.forget_remote();
-            entries += 1;
-        }
-        Counters::add(&self.counters.epoch_resets, 1);
-        tracing::warn!(
-            entries,
-            "liveness store: the remote lost its data; coalescing reset, every runtime's next \
-             touch writes through"
-        );
     }
 }
 
@@ -171,17 +166,21 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         let needed = now.saturating_add(nanos(ttl));
         let entry = match shared.local.get(runtime_id).await {
             Some(entry) => entry,
-            None => shared
-                .local
-                .entry_by_ref(runtime_id)
-                .or_insert_with(async { LocalEntry::alive_until(needed) })
-                .await
-                .into_value(),
+            // Boxed, like the insert below: the rare paths' futures are large, and the hot
+            // path (one lookup, a coalesced touch) should not carry them.
+            None => Box::pin(
+                shared
+                    .local
+                    .entry_by_ref(runtime_id)
+                    .or_insert_with(async { LocalEntry::alive_until(needed) }),
+            )
+            .await
+            .into_value(),
         };
         // Invariant 2: this instance answers "alive" at once, whatever the remote does.
         entry.extend_alive(needed);
         // Invariant 1: coalesce only when the record as written outlives this touch's ttl.
-        if entry.remote_covers(needed) {
+        if entry.remote_covers(needed, shared.losses()) {
             Counters::add(&shared.counters.coalesced_touches, 1);
             return None;
         }
@@ -196,7 +195,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
                 // before this touch; putting the same entry back makes it count the new one.
                 // Only the touch that starts a write pays this insert, about once per debounce
                 // window; the touches joining it do not.
-                shared.local.insert(runtime_id.to_owned(), entry).await;
+                Box::pin(shared.local.insert(runtime_id.to_owned(), entry)).await;
                 Some(outcome)
             }
         }
@@ -214,7 +213,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         let mut pending = entry.pending.lock();
         // A write acknowledged between the caller's check and this lock covers us already:
         // without this second look the touch would start a duplicate write.
-        if entry.remote_covers(needed) {
+        if entry.remote_covers(needed, self.shared.losses()) {
             return Write::Covered;
         }
         if let Some(write) = pending.as_ref()
@@ -338,7 +337,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             op: "is_alive_batch",
             after: timeout,
         }));
-        shared.reset_if_remote_lost_data();
+        shared.note_remote_losses();
         let remote = match answer {
             Ok(remote) if remote.len() == miss_ids.len() => remote,
             Ok(remote) => {
@@ -405,6 +404,10 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
     /// probe finds the remote back.
     fn health(&self) -> Health {
         self.shared.remote.health()
+    }
+
+    fn data_losses(&self) -> u64 {
+        self.shared.remote.data_losses()
     }
 
     fn stats(&self) -> StoreStats {

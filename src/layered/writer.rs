@@ -137,10 +137,7 @@ async fn send<R: LivenessStore>(
             op: "touch",
             after: timeout,
         }));
-    shared.reset_if_remote_lost_data();
-    // A write acknowledged across a detected data loss may have landed before the loss and
-    // be gone: it must not let later touches coalesce.
-    let trusted = result.is_ok() && shared.remote_losses() == losses_before;
+    shared.note_remote_losses();
     let counters = &shared.counters;
     Counters::add(&counters.remote_write_batches, 1);
     Counters::add(&counters.remote_writes, jobs.len() as u64);
@@ -148,9 +145,11 @@ async fn send<R: LivenessStore>(
         Counters::add(&counters.errors, 1);
     }
     for job in jobs {
-        if trusted {
-            // Invariant 1: only a write Redis acknowledged lets later touches coalesce.
-            job.entry.extend_remote(job.covers_until);
+        if result.is_ok() {
+            // Invariant 1: only a write Redis acknowledged lets later touches coalesce, and
+            // only while the remote has lost no data since it was sent (invariant 4): a loss
+            // detected in this very pipeline may have come after the writes.
+            job.entry.extend_remote(job.covers_until, losses_before);
         }
         job.outcome.send_replace(Some(result.clone()));
     }

@@ -115,8 +115,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Failures in a row (timeouts, connection or server errors) after which the circuit
-    /// breaker opens and calls fail fast with [`Error::Unavailable`].
+    /// Failed calls in a row (timeouts and connection failures; error replies such as `OOM`
+    /// are answers and do not count) after which the circuit breaker opens and calls fail
+    /// fast with [`Error::Unavailable`].
     ///
     /// Defaults to 5.
     pub fn failure_threshold(mut self, failures: u32) -> Self {
@@ -144,7 +145,11 @@ impl RedisStoreBuilder {
 
     /// After Redis lost its data, "dead" answers are [`Error::Recovering`] for the largest ttl
     /// this instance has written, and at least this long. Set it to the largest ttl in use:
-    /// an instance that only reads has written none.
+    /// an instance that only reads has written none. The same holds for a new Redis: until its
+    /// records are this old, it may lack those of runtimes that beat before it started.
+    ///
+    /// Zero trusts a new Redis at once and leaves instances that only read without any
+    /// recovery window; it suits tests and a first deployment, not a running fleet.
     ///
     /// Defaults to 90 s (the reference deployment's ttl).
     pub fn recovery_floor(mut self, floor: Duration) -> Self {
@@ -176,7 +181,7 @@ impl RedisStoreBuilder {
         let key_prefix = self.key_prefix.into_bytes();
         let store = RedisStore {
             epoch: Epoch::new(&key_prefix, self.recovery_floor, name.clone()),
-            breaker: Breaker::new(self.breaker, name),
+            breaker: Breaker::new(self.breaker, self.op_timeout, name),
             pool,
             key_prefix,
             op_timeout: self.op_timeout,
@@ -190,14 +195,14 @@ impl RedisStoreBuilder {
     fn check_settings(&self) -> Result<()> {
         let problem = if self.pool_size == 0 {
             "pool_size must be at least 1"
-        } else if self.op_timeout.is_zero() {
-            "op_timeout must be more than zero"
-        } else if self.connect_timeout.is_zero() {
-            "connect_timeout must be more than zero"
+        } else if self.op_timeout.is_zero() || self.op_timeout > MAX_TTL {
+            "op_timeout must be more than zero and at most 365 days"
+        } else if self.connect_timeout.is_zero() || self.connect_timeout > MAX_TTL {
+            "connect_timeout must be more than zero and at most 365 days"
         } else if self.max_batch == 0 {
             "max_batch must be at least 1"
-        } else if self.recovery_floor.is_zero() || self.recovery_floor > MAX_TTL {
-            "recovery_floor must be more than zero and at most 365 days"
+        } else if self.recovery_floor > MAX_TTL {
+            "recovery_floor must not exceed 365 days"
         } else {
             return self.breaker.check();
         };

@@ -25,11 +25,13 @@ pub(crate) struct TrackedConnection {
 }
 
 impl TrackedConnection {
-    /// A handle for one request, to use after the connection went back to the pool.
-    pub(crate) fn handle(&self) -> Request {
+    /// A handle for one request bounded by `op_timeout`, to use after the connection went back
+    /// to the pool.
+    pub(crate) fn handle(&self, op_timeout: Duration) -> Request {
         Request {
             connection: self.connection.clone(),
             broken: Arc::clone(&self.broken),
+            op_timeout,
         }
     }
 }
@@ -38,6 +40,7 @@ impl TrackedConnection {
 pub(crate) struct Request {
     connection: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    op_timeout: Duration,
 }
 
 impl Request {
@@ -46,27 +49,36 @@ impl Request {
         mut self,
         pipeline: &Pipeline,
     ) -> Result<T, RedisError> {
-        // Broken until proven otherwise: if this future is dropped by a timeout, the guard
-        // flags the connection.
-        let mut guard = BrokenUnlessAnswered {
+        let mut guard = FlagUnlessAnswered {
             broken: &self.broken,
-            answered: false,
+            started: tokio::time::Instant::now(),
+            op_timeout: self.op_timeout,
+            answered: None,
         };
         let reply = pipeline.query_async(&mut self.connection).await;
-        guard.answered = reply.as_ref().map_or_else(server_answered, |_| true);
+        guard.answered = Some(reply.as_ref().map_or_else(server_answered, |_| true));
         reply
     }
 }
 
-/// Flags the connection on drop unless the request got an answer.
-struct BrokenUnlessAnswered<'a> {
+/// Flags the connection broken when its request failed, or was dropped by a timeout (more
+/// than half the op timeout in: the layered store's own timeout starts a little earlier).
+/// A request its caller dropped early says nothing about the connection, which other calls
+/// share.
+struct FlagUnlessAnswered<'a> {
     broken: &'a AtomicBool,
-    answered: bool,
+    started: tokio::time::Instant,
+    op_timeout: Duration,
+    answered: Option<bool>,
 }
 
-impl Drop for BrokenUnlessAnswered<'_> {
+impl Drop for FlagUnlessAnswered<'_> {
     fn drop(&mut self) {
-        if !self.answered {
+        let broken = match self.answered {
+            Some(answered) => !answered,
+            None => self.started.elapsed() >= self.op_timeout / 2,
+        };
+        if broken {
             self.broken.store(true, Ordering::Relaxed);
         }
     }

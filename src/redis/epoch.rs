@@ -1,12 +1,14 @@
 //! Data-loss detection (invariant 4): an epoch record that every lookup reads back.
 //!
-//! The store writes a random epoch value once (`SET NX`, no expiry) and reads it (`GET`) in the
+//! The store writes an epoch value (its creation time and 64 random bits) once (`SET NX`, no expiry) and reads it (`GET`) in the
 //! same pipeline as every batch of `MGET`s, after them; it writes again only after finding it
 //! missing. If it comes back missing or different,
 //! Redis lost its data (restart without persistence, `FLUSHALL`, failover to an empty
 //! replica) after the store last looked: a missing record may then be a live runtime whose
 //! record is gone, so "dead" answers are not trusted until one full ttl has passed, by when
-//! every live runtime has beaten again.
+//! every live runtime has beaten again. For the same reason an instance that first sees an
+//! epoch younger than that (it started with, or after, a new or emptied Redis) distrusts
+//! "dead" until the epoch is a full window old: it cannot know what the Redis held before.
 //!
 //! The epoch's key is `<prefix>` + NUL + `epoch`: under the prefix, so ACL key patterns that
 //! cover the records cover it too, yet outside the id space, because no valid runtime id
@@ -15,7 +17,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use redis::{Pipeline, Value};
@@ -37,6 +39,8 @@ pub(super) struct Epoch {
     recovery_floor: Duration,
     /// The largest ttl this instance has written, in milliseconds.
     max_ttl_ms: AtomicU64,
+    /// Losses detected, read without the lock on every layered write.
+    losses: AtomicU64,
     state: Mutex<EpochState>,
     /// Names the backend in log lines (a redacted URL).
     name: String,
@@ -49,9 +53,8 @@ struct EpochState {
     /// Counts changes of `known`, so that a reply to a pipeline built before the latest change
     /// is not compared with a value it never saw.
     generation: u64,
-    /// While recovering: when detection happened and when trust returns.
+    /// While recovering: when distrust began and when trust returns.
     recovery: Option<(Instant, Instant)>,
-    losses: u64,
 }
 
 impl Epoch {
@@ -62,6 +65,7 @@ impl Epoch {
             key,
             recovery_floor,
             max_ttl_ms: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
             state: Mutex::new(EpochState::default()),
             name,
         }
@@ -102,46 +106,79 @@ impl Epoch {
         }
     }
 
-    /// Takes the reply of the epoch `GET` of `check` and returns whether it shows data loss
-    /// since the previous check. Detection starts the recovery window and is logged once,
-    /// loudly.
-    pub(super) fn observe(&self, check: EpochCheck, reply: &Value) -> bool {
+    /// Takes the reply of the epoch `GET` of `check`. A missing or changed epoch is data loss;
+    /// an epoch seen for the first time (at connect, or after a loss) that is younger than the
+    /// recovery window means a Redis that may not hold every live runtime's record yet. Either
+    /// way "dead" answers are distrusted until a full window has passed since the records
+    /// began (invariant 4). Each loss is logged once, loudly.
+    pub(super) fn observe(&self, check: EpochCheck, reply: &Value) {
         let current = match reply {
             Value::BulkString(bytes) => Some(bytes.as_slice()),
             Value::SimpleString(text) => Some(text.as_bytes()),
             _ => None,
         };
-        let mut state = self.state.lock();
-        if check.generation != state.generation {
-            // Concurrent calls: a newer one already moved the epoch on (detected the loss, or
-            // adopted the new value). Comparing this older reply with it would count one loss
-            // twice; a loss after that newer call shows in the next one.
-            return false;
-        }
-        let lost = match (&state.known, current) {
-            (None, _) => false, // The first look: nothing to compare with.
-            (Some(known), Some(current)) => known.as_slice() != current,
-            (Some(_), None) => true,
-        };
-        if state.known.as_deref() != current {
+        let now = Instant::now();
+        let window = self.window();
+        let event = {
+            let mut state = self.state.lock();
+            if check.generation != state.generation {
+                // Concurrent calls: a newer one already moved the epoch on (detected the
+                // loss, or adopted the new value). Comparing this older reply with it would
+                // count one loss twice; a loss after that newer call shows in the next one.
+                return;
+            }
+            let event = match (&state.known, current) {
+                (Some(known), Some(current)) if known.as_slice() == current => return,
+                // Still missing (it could not be created): nothing to compare yet.
+                (None, None) => return,
+                (None, Some(current)) => {
+                    let remaining = window.saturating_sub(age(current));
+                    if remaining.is_zero() {
+                        Event::AdoptedOld
+                    } else {
+                        state.distrust_until(now, remaining);
+                        Event::AdoptedYoung { remaining }
+                    }
+                }
+                (Some(_), _) => {
+                    state.distrust_until(now, window);
+                    self.losses.fetch_add(1, Ordering::Relaxed);
+                    Event::Lost
+                }
+            };
             state.known = current.map(<[u8]>::to_vec);
             state.generation += 1;
-        }
-        if lost {
-            let now = Instant::now();
-            let max_ttl = Duration::from_millis(self.max_ttl_ms.load(Ordering::Relaxed));
-            let window = self.recovery_floor.max(max_ttl);
-            state.recovery = Some((now, now + window));
-            state.losses += 1;
-            tracing::error!(
+            event
+        };
+        match event {
+            Event::AdoptedOld => {}
+            Event::AdoptedYoung { remaining } => tracing::warn!(
+                backend = %self.name,
+                distrust_for = ?remaining,
+                "liveness store: redis's records are younger than the recovery window (a new \
+                 or emptied redis); answering Recovering instead of \"dead\" until they are \
+                 not"
+            ),
+            Event::Lost => tracing::error!(
                 backend = %self.name,
                 recovery_window = ?window,
                 "liveness store: redis lost its data (epoch record missing or changed); \
                  answering Recovering instead of \"dead\" until every live runtime has \
                  beaten again"
-            );
+            ),
         }
-        lost
+    }
+
+    /// How long "dead" answers are distrusted after a loss: the largest ttl this instance has
+    /// written, at least the floor.
+    fn window(&self) -> Duration {
+        let max_ttl = Duration::from_millis(self.max_ttl_ms.load(Ordering::Relaxed));
+        self.recovery_floor.max(max_ttl)
+    }
+
+    /// How many losses this instance has detected.
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Relaxed)
     }
 
     /// While recovering, how long until "dead" answers are trusted again.
@@ -155,9 +192,45 @@ impl Epoch {
     /// The recovery part of the store's health: losses so far, and the window (start, end) of
     /// the latest one.
     pub(super) fn status(&self) -> (u64, Option<(Instant, Instant)>) {
-        let state = self.state.lock();
-        (state.losses, state.recovery)
+        let recovery = self.state.lock().recovery;
+        (self.losses(), recovery)
     }
+}
+
+/// What an epoch reply changed, to log once the lock is released.
+enum Event {
+    AdoptedOld,
+    AdoptedYoung { remaining: Duration },
+    Lost,
+}
+
+impl EpochState {
+    /// Distrusts "dead" answers for at least `window` from `now`.
+    fn distrust_until(&mut self, now: Instant, window: Duration) {
+        let until = now.checked_add(window).unwrap_or(now);
+        self.recovery = match self.recovery {
+            Some((start, end)) if end > now => Some((start, end.max(until))),
+            _ => Some((now, until)),
+        };
+    }
+}
+
+/// How old an epoch value is: its creation time is its first field, Unix milliseconds. A value
+/// this crate did not write counts as brand new, the safe side.
+fn age(value: &[u8]) -> Duration {
+    let created_ms = std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.split('-').next())
+        .and_then(|ms| ms.parse::<u64>().ok());
+    created_ms.map_or(Duration::ZERO, |created| {
+        Duration::from_millis(unix_ms().saturating_sub(created))
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a pipeline's epoch read added: how many replies, and which state it was built on.
@@ -171,8 +244,5 @@ pub(super) struct EpochCheck {
 /// A new epoch value: the time and 64 random bits, unique per call.
 fn fresh_value() -> String {
     let random = RandomState::new().hash_one(Instant::now());
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("{unix_ms}-{random:016x}")
+    format!("{}-{random:016x}", unix_ms())
 }

@@ -127,7 +127,7 @@ impl RedisStore {
             first.cmd("PING").ignore();
             let check = self.epoch.add_check(&mut first);
             let replies: Vec<Value> = connection
-                .handle()
+                .handle(timeout)
                 .query(&first)
                 .await
                 .map_err(|e| self.backend_error(op, e))?;
@@ -153,7 +153,8 @@ impl RedisStore {
         let mut config = redis::pipe();
         config.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
         config.cmd("CONFIG").arg("GET").arg("maxmemory");
-        let reply: Result<Vec<Vec<String>>, _> = connection.handle().query(&config).await;
+        let reply: Result<Vec<Vec<String>>, _> =
+            connection.handle(self.op_timeout).query(&config).await;
         let settings = match reply {
             Ok(settings) => settings,
             Err(error) => {
@@ -203,7 +204,7 @@ impl RedisStore {
             // Checked out only to clone: the connection is back in the pool, for concurrent
             // calls to pipeline on, before the request is sent.
             let request = match self.pool.get().await {
-                Ok(pooled) => pooled.handle(),
+                Ok(pooled) => pooled.handle(self.op_timeout),
                 Err(bb8::RunError::User(e)) => return (Err(self.backend_error(op, e)), false),
                 Err(bb8::RunError::TimedOut) => return (Err(self.timed_out(op)), false),
             };
@@ -355,5 +356,9 @@ impl LivenessStore for RedisStore {
     fn health(&self) -> Health {
         let (losses, recovery) = self.epoch.status();
         remote_health(self.breaker.status(), losses, recovery)
+    }
+
+    fn data_losses(&self) -> u64 {
+        self.epoch.losses()
     }
 }

@@ -27,6 +27,16 @@ use std::time::{Duration, Instant};
 pub mod logs;
 pub mod proxy;
 
+/// A `RedisStore` builder for a test's own, fresh Redis.
+///
+/// A store distrusts "dead" answers until a Redis's records are one recovery window old (90 s
+/// by default): a new or emptied Redis may lack the records of live runtimes. A test's Redis
+/// holds everything the test wrote, so a zero floor trusts it at once.
+#[cfg(feature = "redis")]
+pub fn store_builder(url: &str) -> liveness_store::RedisStoreBuilder {
+    liveness_store::RedisStore::builder(url).recovery_floor(Duration::ZERO)
+}
+
 /// Environment variable naming the `redis-server` binary to use instead of the one on `PATH`.
 pub const REDIS_SERVER_ENV: &str = "LIVENESS_REDIS_SERVER";
 

@@ -27,6 +27,11 @@ impl Clock {
     pub(super) fn now(&self) -> u64 {
         nanos(self.origin.elapsed())
     }
+
+    /// The instant `nanos` (a value of [`now`](Self::now)) stands for.
+    pub(super) fn instant(&self, nanos: u64) -> tokio::time::Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
 }
 
 /// A duration in nanoseconds, saturating (ttls are capped far below the overflow).
@@ -56,6 +61,9 @@ pub(super) struct LocalEntry {
     remote: AtomicU64,
     /// The write under way, joined by touches it covers.
     pub(super) pending: Mutex<Option<PendingWrite>>,
+    /// The keep-until time moka's expiry of this entry was last computed from, so that a read
+    /// that finds nothing later needs no clock.
+    expiry_basis: AtomicU64,
 }
 
 /// When a written record lapses and under which of the remote's data-loss counts it was
@@ -93,6 +101,7 @@ impl LocalEntry {
             alive_until: AtomicU64::new(until),
             remote: AtomicU64::new(0),
             pending: Mutex::new(None),
+            expiry_basis: AtomicU64::new(0),
         })
     }
 
@@ -151,8 +160,10 @@ pub(super) struct EntryExpiry {
 
 impl EntryExpiry {
     fn remaining(&self, entry: &LocalEntry) -> Option<Duration> {
+        let keep_until = entry.keep_until();
+        entry.expiry_basis.store(keep_until, Ordering::Relaxed);
         let now = self.clock.now();
-        Some(Duration::from_nanos(entry.keep_until().saturating_sub(now)))
+        Some(Duration::from_nanos(keep_until.saturating_sub(now)))
     }
 }
 
@@ -178,6 +189,9 @@ impl Expiry<String, Arc<LocalEntry>> for EntryExpiry {
         // timer-wheel reschedule, so keep the current one unless the entry now knows something
         // for longer. Deadlines only move when a write or a remote answer extends them, so this
         // changes the expiry about once per write, not once per beat.
+        if entry.keep_until() <= entry.expiry_basis.load(Ordering::Relaxed) {
+            return current;
+        }
         let wanted = self.remaining(entry);
         match current {
             Some(current) if wanted <= Some(current + READ_EXPIRY_SLACK) => Some(current),

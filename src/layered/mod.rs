@@ -159,10 +159,9 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
 
     /// The local part of a touch: moves the deadline, and returns the remote write to wait
     /// for, if the remote record does not already cover this touch.
-    async fn begin_touch(&self, runtime_id: &str, ttl: Duration) -> Option<Outcome> {
+    async fn begin_touch(&self, runtime_id: &str, ttl: Duration, now: u64) -> Option<Outcome> {
         let shared = &self.shared;
         Counters::add(&shared.counters.touches, 1);
-        let now = shared.clock.now();
         let needed = now.saturating_add(nanos(ttl));
         let entry = match shared.local.get(runtime_id).await {
             Some(entry) => entry,
@@ -245,9 +244,9 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         Write::Started(outcome)
     }
 
-    /// The latest a call that starts now may return (invariant 5).
-    fn deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.shared.settings.op_timeout
+    /// The latest a call that started at `start` (clock nanos) may return (invariant 5).
+    fn deadline(&self, start: u64) -> tokio::time::Instant {
+        self.shared.clock.instant(start) + self.shared.settings.op_timeout
     }
 
     /// Waits for a remote write's result, until `deadline` at the latest.
@@ -276,10 +275,14 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
 
     async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()> {
         validate::beat(runtime_id, ttl)?;
-        let deadline = self.deadline();
-        match self.begin_touch(runtime_id, ttl).await {
+        // One clock read serves the whole touch: the coalesced path is a lookup and atomics.
+        let now = self.shared.clock.now();
+        match self.begin_touch(runtime_id, ttl, now).await {
             None => Ok(()),
-            Some(outcome) => self.finish_touch(outcome, deadline).await,
+            // Boxed: this wait is the write path's, and the future of every touch, coalesced
+            // or not, is as big as its biggest part. Kept under ~1 KiB, the allocation that
+            // `async_trait` makes per call stays in the allocator's fast per-thread cache.
+            Some(outcome) => Box::pin(self.finish_touch(outcome, self.deadline(now))).await,
         }
     }
 
@@ -289,10 +292,11 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         }
         // Queue every write before waiting for any, so they share pipelines; one deadline for
         // the whole call, so waiting on several writes never adds up their timeouts.
-        let deadline = self.deadline();
+        let now = self.shared.clock.now();
+        let deadline = self.deadline(now);
         let mut outcomes = Vec::new();
         for (runtime_id, ttl) in beats {
-            outcomes.extend(self.begin_touch(runtime_id, *ttl).await);
+            outcomes.extend(self.begin_touch(runtime_id, *ttl, now).await);
         }
         let mut result = Ok(());
         for outcome in outcomes {

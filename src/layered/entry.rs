@@ -142,6 +142,11 @@ impl LocalEntry {
         self.remote.store(0, Ordering::Relaxed);
     }
 
+    /// Whether the entry's deadlines reach past the time moka's expiry was computed from.
+    pub(super) fn outlives_its_expiry(&self) -> bool {
+        self.keep_until() > self.expiry_basis.load(Ordering::Relaxed)
+    }
+
     fn keep_until(&self) -> u64 {
         let remote = RemoteRecord(self.remote.load(Ordering::Relaxed)).until();
         self.alive_until.load(Ordering::Relaxed).max(remote)

@@ -178,6 +178,13 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         };
         // Invariant 2: this instance answers "alive" at once, whatever the remote does.
         entry.extend_alive(needed);
+        if entry.outlives_its_expiry() {
+            // moka computed the entry's expiry during the lookup, from the deadlines before
+            // this touch; another lookup makes it count the new one, so that the local layer
+            // keeps answering for this runtime while the remote is down. A steady beat whose
+            // record covers it leaves the deadlines where they were and skips this.
+            let _ = shared.local.get(runtime_id).await;
+        }
         // Invariant 1: coalesce only when the record as written outlives this touch's ttl.
         if entry.remote_covers(needed, shared.losses()) {
             Counters::add(&shared.counters.coalesced_touches, 1);
@@ -188,15 +195,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
                 Counters::add(&shared.counters.coalesced_touches, 1);
                 None
             }
-            Write::Joined(outcome) => Some(outcome),
-            Write::Started(outcome) => {
-                // moka computed this entry's expiry during the lookup, from the deadlines
-                // before this touch; putting the same entry back makes it count the new one.
-                // Only the touch that starts a write pays this insert, about once per debounce
-                // window; the touches joining it do not.
-                Box::pin(shared.local.insert(runtime_id.to_owned(), entry)).await;
-                Some(outcome)
-            }
+            Write::Joined(outcome) | Write::Started(outcome) => Some(outcome),
         }
     }
 

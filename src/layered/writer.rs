@@ -152,5 +152,15 @@ async fn send<R: LivenessStore>(
             job.entry.extend_remote(job.covers_until, losses_before);
         }
         job.outcome.send_replace(Some(result.clone()));
+        // The write is over: drop it from the entry, or every runtime would keep its last
+        // write's channel for as long as it stays in the local layer. Touches still waiting
+        // hold their own receivers.
+        let mut pending = job.entry.pending.lock();
+        if pending
+            .as_ref()
+            .is_some_and(|write| write.covers_until == job.covers_until)
+        {
+            *pending = None;
+        }
     }
 }

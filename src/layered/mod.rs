@@ -113,10 +113,8 @@ impl<R: LivenessStore> Shared<R> {
 enum Write {
     /// A write acknowledged meanwhile covers it after all.
     Covered,
-    /// It waits for the write another touch started.
-    Joined(Outcome),
-    /// It started a write.
-    Started(Outcome),
+    /// It waits for a write: the one another touch started, or its own.
+    Wait(Outcome),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,8 +163,8 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         let needed = now.saturating_add(nanos(ttl));
         let entry = match shared.local.get(runtime_id).await {
             Some(entry) => entry,
-            // Boxed, like the insert below: the rare paths' futures are large, and the hot
-            // path (one lookup, a coalesced touch) should not carry them.
+            // Boxed: this rare path's future is large, and the hot path (a lookup, a coalesced
+            // touch) should not carry it.
             None => Box::pin(
                 shared
                     .local
@@ -195,7 +193,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
                 Counters::add(&shared.counters.coalesced_touches, 1);
                 None
             }
-            Write::Joined(outcome) | Write::Started(outcome) => Some(outcome),
+            Write::Wait(outcome) => Some(outcome),
         }
     }
 
@@ -218,7 +216,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             && write.covers_until >= needed
             && write.outcome.borrow().is_none()
         {
-            return Write::Joined(write.outcome.clone());
+            return Write::Wait(write.outcome.clone());
         }
         // The record outlives the ttl by the debounce window, so the touches of the next D
         // coalesce; half the ttl at most keeps the false-alive delay within 1.5 ttl.
@@ -240,7 +238,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             outcome: sender,
         };
         writer::enqueue(&self.shared, job);
-        Write::Started(outcome)
+        Write::Wait(outcome)
     }
 
     /// The latest a call that started at `start` (clock nanos) may return (invariant 5).

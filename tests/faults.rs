@@ -589,9 +589,16 @@ async fn pool_exhaustion_stays_bounded() {
     });
     let (answered, _, worst) = thousand_calls(&store).await;
     println!("pool of 2, replies 100 ms late: {answered} of 1,000 answered, worst {worst:?}");
-    assert_eq!(answered, 1_000, "two multiplexed connections carry them all");
+    assert_eq!(
+        answered, 1_000,
+        "two multiplexed connections carry them all"
+    );
     assert!(worst <= OP_TIMEOUT + SLACK, "a call took {worst:?}");
-    assert!(proxy.open_connections() <= 2, "{} connections", proxy.open_connections());
+    assert!(
+        proxy.open_connections() <= 2,
+        "{} connections",
+        proxy.open_connections()
+    );
 
     proxy.set_mode(Mode::DelayEach {
         to_upstream: Duration::ZERO,
@@ -601,7 +608,10 @@ async fn pool_exhaustion_stays_bounded() {
         let (answered, timeouts, worst) = thousand_calls(&store).await;
         println!("pool of 2, {wave}: {answered} answered, {timeouts} timed out, worst {worst:?}");
         assert!(worst <= OP_TIMEOUT + SLACK, "{wave}: a call took {worst:?}");
-        assert!(timeouts > 0, "{wave}: nothing timed out, the test proves nothing");
+        assert!(
+            timeouts > 0,
+            "{wave}: nothing timed out, the test proves nothing"
+        );
     }
 
     // No connection leak: dropping the store closes every connection.
@@ -611,5 +621,9 @@ async fn pool_exhaustion_stays_bounded() {
     while proxy.open_connections() > 0 && Instant::now() < deadline {
         tokio::time::sleep(10 * MS).await;
     }
-    assert_eq!(proxy.open_connections(), 0, "connections outlived the store");
+    assert_eq!(
+        proxy.open_connections(),
+        0,
+        "connections outlived the store"
+    );
 }

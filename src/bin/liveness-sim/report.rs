@@ -239,8 +239,8 @@ impl Figures<'_> {
     pub(crate) fn verdict(&self, mut failures: Vec<String>) -> ExitCode {
         if self.sweep.false_dead > 0 {
             failures.push(format!(
-                "{} false \"dead\" answers: a runtime whose touch had returned Ok less than the \
-                 ttl before the batch call started was answered Ok(false)",
+                "{} false \"dead\" answers: a batch call that began after a touch returned Ok \
+                 and ended within that touch's ttl answered Ok(false)",
                 thousands(self.sweep.false_dead)
             ));
         }

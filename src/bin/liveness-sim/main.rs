@@ -42,13 +42,15 @@
 //! - [`stores`]: opening the store a run drives;
 //! - [`redis_server`], [`commandstats`]: a Redis of its own, and what Redis received;
 //! - [`summary`]: the figures as data, which [`report`] (one store), [`compare`] (side by
-//!   side), [`json`] and [`plot`] render.
+//!   side), [`json`] and [`plot`] render;
+//! - [`progress`]: the progress bar.
 
 mod commandstats;
 mod compare;
 mod json;
 mod options;
 mod plot;
+mod progress;
 mod redis_server;
 mod report;
 mod run;
@@ -66,6 +68,7 @@ use crate::commandstats::{Counted, Sampler, StatsConnection};
 use crate::options::{
     Options, USAGE, given_redis_url, parse_args, redis_url_variables, uses_redis,
 };
+use crate::progress::Progress;
 use crate::redis_server::RedisServer;
 use crate::report::{fmt_duration, thousands};
 use crate::run::simulate;
@@ -188,6 +191,7 @@ async fn session(opts: Options, redis_url: Option<String>, started_by_sim: bool)
         );
     }
 
+    let progress = Progress::new(opts.quiet);
     let backends = opts.backends();
     let mut runs = Vec::new();
     let mut failures = Vec::new();
@@ -204,6 +208,7 @@ async fn session(opts: Options, redis_url: Option<String>, started_by_sim: bool)
             redis_url.as_deref(),
             stats,
             started_by_sim,
+            progress,
             &step,
         )
         .await
@@ -279,6 +284,7 @@ async fn run_one(
     redis_url: Option<&str>,
     stats: Option<&StatsConnection>,
     started_by_sim: bool,
+    progress: Progress,
     step: &str,
 ) -> Result<(RunSummary, Vec<String>), String> {
     if let (Some(stats), true) = (stats, started_by_sim) {
@@ -306,7 +312,9 @@ async fn run_one(
         },
         None => None,
     };
-    let mut outcome = simulate(opened.store, opts.clone()).await;
+    let bar = progress.bar(store_name(backend), opts.duration);
+    let mut outcome = simulate(opened.store, opts.clone(), bar.clone()).await;
+    bar.finish_and_clear();
     let counted: Option<Counted> = match sampler {
         Some(sampler) => match sampler.finish().await {
             Ok(counted) => Some(counted),

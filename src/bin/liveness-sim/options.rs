@@ -42,7 +42,7 @@ OPTIONS:
     --json                       print the results as JSON on stdout instead of the table
     --plot FILE.svg              draw Redis commands/s over time and the latency
                                  percentiles of each store into an SVG file
-    --quiet                      no notes on stderr (errors only)
+    --quiet                      no progress bar and no notes on stderr (errors only)
     -h, --help                   print this help
 
 Redis: records are written under the key prefix `liveness-sim:<pid>:<backend>:`, never under

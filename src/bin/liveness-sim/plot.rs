@@ -45,7 +45,7 @@ fn draw_all(root: &Area<'_>, report: &Report, with_commands: bool) -> DrawResult
     let settings = &report.settings;
     let stores: Vec<&str> = report.runs.iter().map(|r| r.store).collect();
     let title = format!(
-        "liveness-sim: {}, {} runtimes, beat {} ms, ttl {} ms, {} s each",
+        "liveness-sim: {}, {} runtimes, beat {} ms, ttl {} ms, {} s per store",
         stores.join(" vs "),
         thousands(settings.runtimes as u64),
         settings.beat_ms,

@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use indicatif::ProgressBar;
 use liveness_store::LivenessStore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::options::Options;
+use crate::progress;
 use crate::shards::{TouchReport, run_shard};
 use crate::sweeper::{SweepReport, run_sweeper};
 
@@ -30,9 +32,16 @@ pub(crate) struct Outcome {
     pub(crate) failures: Vec<String>,
 }
 
-/// Drives `store` with the shards and the sweeper for the run's duration, or until Ctrl-C.
-pub(crate) async fn simulate(store: Arc<dyn LivenessStore>, opts: Options) -> Outcome {
+/// Drives `store` with the shards and the sweeper for the run's duration, or until Ctrl-C,
+/// moving `bar` along.
+pub(crate) async fn simulate(
+    store: Arc<dyn LivenessStore>,
+    opts: Options,
+    bar: ProgressBar,
+) -> Outcome {
     let sim = Arc::new(Sim::new(store, opts));
+    let follower =
+        (!bar.is_hidden()).then(|| tokio::spawn(progress::follow(bar.clone(), Arc::clone(&sim))));
     let shards: Vec<JoinHandle<TouchReport>> = (0..SHARDS.min(sim.ids.len()))
         .map(|shard| tokio::spawn(run_shard(Arc::clone(&sim), shard)))
         .collect();
@@ -45,6 +54,9 @@ pub(crate) async fn simulate(store: Arc<dyn LivenessStore>, opts: Options) -> Ou
     };
     let run_ns = sim.now_ns().min(sim.end_ns);
     sim.stop.store(true, Ordering::Relaxed);
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
 
     let mut failures: Vec<String> = Vec::new();
     let mut touch = TouchReport::default();
@@ -89,6 +101,9 @@ pub(crate) struct Sim {
     pub(crate) end_ns: u64,
     pub(crate) silence_ns: u64,
     pub(crate) stop: AtomicBool,
+    /// Beats sent so far, and false "dead" answers seen so far: for the progress bar.
+    pub(crate) beats_sent: AtomicU64,
+    pub(crate) false_dead_seen: AtomicU64,
 }
 
 impl Sim {
@@ -108,6 +123,8 @@ impl Sim {
             end_ns,
             silence_ns: end_ns / 2,
             stop: AtomicBool::new(false),
+            beats_sent: AtomicU64::new(0),
+            false_dead_seen: AtomicU64::new(0),
             opts,
         }
     }

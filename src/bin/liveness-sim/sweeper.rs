@@ -174,6 +174,7 @@ impl Sim {
         report: &mut SweepReport,
     ) {
         report.false_dead += 1;
+        self.false_dead_seen.fetch_add(1, Ordering::Relaxed);
         report.worst_early_ns = report.worst_early_ns.max(early);
         if report.examples.len() < EXAMPLES {
             let id = self.ids.get(runtime).map_or("?", String::as_str);

@@ -258,7 +258,9 @@ fn footnotes() -> String {
         "    pipeline). LayeredStore: StoreStats::remote_write_batches + remote_lookup_batches."
             .to_owned(),
         "    The GETs of (1) count the same pipelines from the server's side.".to_owned(),
-        "(3) How long after last touch + ttl a runtime that stopped beating still read alive."
+        "(3) How long after last touch + ttl a runtime that stopped beating still read alive;"
+            .to_owned(),
+        "    LayeredStore's bound is its debounce (clamped to ttl/2) + its remote-positive ttl."
             .to_owned(),
     ];
     lines.iter().map(|line| format!("  {line}\n")).collect()

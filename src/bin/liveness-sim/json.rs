@@ -1,6 +1,6 @@
 //! `--json`: the report as JSON on stdout, for scripts and CI, instead of the table.
 //!
-//! The shape is [`Report`](crate::summary::Report) serialised: `settings`, `redis`, `runs`
+//! The shape is [`Report`] serialised: `settings`, `redis`, `runs`
 //! (one object per store), `comparison`, `ok` and `failures`. Durations are whole
 //! microseconds (`*_us`) or seconds (`*_s`); absent figures are `null`.
 
@@ -50,6 +50,7 @@ mod tests {
                 "beat_ms",
                 "debounce_ms",
                 "duration_s",
+                "remote_positive_ms",
                 "runtimes",
                 "shards",
                 "silent_percent",

@@ -34,6 +34,8 @@ OPTIONS:
     --ttl-ms MS                  ttl of every beat [default: 900; reference 90 s]
     --debounce-ms MS             debounce window of the layered store
                                  [default: 300; reference 30 s]
+    --remote-positive-ms MS      how long the layered store reuses a remote 'alive'
+                                 [default: 10; the crate's default 1 s / 100]
     --sweep-ms MS                sweeper interval [default: 300; reference 30 s]
     --silent-percent P           runtimes that stop beating at half-time [default: 2]
     --batch N                    ids per is_alive_batch call [default: 1000]
@@ -85,6 +87,8 @@ pub(crate) struct Options {
     pub(crate) beat: Duration,
     pub(crate) ttl: Duration,
     pub(crate) debounce: Duration,
+    /// The layered store's remote-positive ttl (C), scaled down like every other interval.
+    pub(crate) remote_positive: Duration,
     pub(crate) sweep: Duration,
     pub(crate) silent_percent: f64,
     pub(crate) batch: usize,
@@ -105,6 +109,7 @@ impl Default for Options {
             beat: Duration::from_millis(150),
             ttl: Duration::from_millis(900),
             debounce: Duration::from_millis(300),
+            remote_positive: Duration::from_millis(10),
             sweep: Duration::from_millis(300),
             silent_percent: 2.0,
             batch: 1_000,
@@ -141,6 +146,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "--beat-ms",
     "--ttl-ms",
     "--debounce-ms",
+    "--remote-positive-ms",
     "--sweep-ms",
     "--silent-percent",
     "--batch",
@@ -214,6 +220,9 @@ fn apply(opts: &mut Options, name: &str, value: &str) -> Result<(), String> {
         "--beat-ms" => opts.beat = parse_ms(name, value)?,
         "--ttl-ms" => opts.ttl = parse_ms(name, value)?,
         "--debounce-ms" => opts.debounce = parse_ms(name, value)?,
+        // Zero is meaningful here: ask the remote every time.
+        "--remote-positive-ms" if value.trim() == "0" => opts.remote_positive = Duration::ZERO,
+        "--remote-positive-ms" => opts.remote_positive = parse_ms(name, value)?,
         "--sweep-ms" => opts.sweep = parse_ms(name, value)?,
         "--silent-percent" => opts.silent_percent = parse_percent(name, value)?,
         "--batch" => opts.batch = parse_count(name, value, MAX_BATCH)?,
@@ -350,6 +359,10 @@ pub(crate) mod tests {
         assert_eq!(opts.beat * TIME_SCALE, Duration::from_secs(15));
         assert_eq!(opts.ttl * TIME_SCALE, Duration::from_secs(90));
         assert_eq!(opts.debounce * TIME_SCALE, Duration::from_secs(30));
+        assert_eq!(
+            opts.remote_positive * TIME_SCALE,
+            liveness_store::DEFAULT_REMOTE_POSITIVE_TTL
+        );
         assert_eq!(opts.sweep * TIME_SCALE, Duration::from_secs(30));
         assert_eq!(opts.silent_percent, 2.0);
         assert!(!opts.compare && !opts.json && !opts.quiet && opts.plot.is_none());
@@ -405,6 +418,8 @@ pub(crate) mod tests {
         let plot = parse(&["--plot=figures.svg"]).unwrap().unwrap();
         assert_eq!(plot.plot, Some(PathBuf::from("figures.svg")));
         assert_eq!(plot.backends(), vec![Backend::Memory]);
+        let zero = parse(&["--remote-positive-ms", "0"]).unwrap().unwrap();
+        assert_eq!(zero.remote_positive, Duration::ZERO);
 
         let single = parse(&["--backend", "layered"]).unwrap().unwrap();
         assert!(single.needs_redis() && !single.compare);

@@ -80,14 +80,17 @@ pub(crate) fn redis_line(redis: &crate::summary::RedisInfo) -> String {
 pub(crate) fn scale(settings: &Settings) -> String {
     let ms = |ms: u64| Duration::from_millis(ms);
     format!(
-        "beat {}, ttl {}, debounce {}, sweep {} = the reference's {}, {}, {}, {} / {TIME_SCALE}",
+        "beat {}, ttl {}, debounce {}, remote-positive {}, sweep {} = the reference's {}, {}, \
+         {}, {}, {} / {TIME_SCALE}",
         fmt_duration(ms(settings.beat_ms)),
         fmt_duration(ms(settings.ttl_ms)),
         fmt_duration(ms(settings.debounce_ms)),
+        fmt_duration(ms(settings.remote_positive_ms)),
         fmt_duration(ms(settings.sweep_ms)),
         fmt_duration(ms(settings.beat_ms) * TIME_SCALE),
         fmt_duration(ms(settings.ttl_ms) * TIME_SCALE),
         fmt_duration(ms(settings.debounce_ms) * TIME_SCALE),
+        fmt_duration(ms(settings.remote_positive_ms) * TIME_SCALE),
         fmt_duration(ms(settings.sweep_ms) * TIME_SCALE),
     )
 }

@@ -32,7 +32,8 @@ pub(crate) fn key_prefix(backend: Backend) -> String {
 }
 
 /// Opens `backend`: the plain backends as `liveness_store::open` does, the Redis ones with the
-/// builders, at the simulator's settings (`--debounce-ms`, a recovery floor of one ttl) and the
+/// builders, at the simulator's settings (`--debounce-ms`, `--remote-positive-ms`, a recovery
+/// floor of one ttl) and the
 /// operation timeout and recovery floor of the environment when set.
 pub(crate) async fn open(
     backend: Backend,
@@ -69,7 +70,9 @@ pub(crate) async fn open(
         .map_err(|e| format!("cannot open the {backend} store: {e}"))?;
     let epoch_key = Some(redis.epoch_key());
     let store: Arc<dyn LivenessStore> = if backend == Backend::Layered {
-        let mut layered = LayeredStore::builder(redis).debounce(opts.debounce);
+        let mut layered = LayeredStore::builder(redis)
+            .debounce(opts.debounce)
+            .remote_positive_ttl(opts.remote_positive);
         if let Some(timeout) = env.op_timeout {
             layered = layered.op_timeout(timeout);
         }

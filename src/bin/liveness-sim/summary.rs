@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) beat_ms: u64,
     pub(crate) ttl_ms: u64,
     pub(crate) debounce_ms: u64,
+    /// The layered store's remote-positive ttl.
+    pub(crate) remote_positive_ms: u64,
     pub(crate) sweep_ms: u64,
     pub(crate) silent_percent: f64,
     pub(crate) batch: usize,
@@ -51,6 +53,7 @@ impl Settings {
             beat_ms: ms(opts.beat),
             ttl_ms: ms(opts.ttl),
             debounce_ms: ms(opts.debounce),
+            remote_positive_ms: ms(opts.remote_positive),
             sweep_ms: ms(opts.sweep),
             silent_percent: opts.silent_percent,
             batch: opts.batch,

@@ -128,12 +128,11 @@ fn apply(info: ConnectionInfo, url: &str, tls: &TlsSettings) -> Result<Connectio
         client_tls: None,
         root_cert: Some(pem.clone()),
     };
-    let client = redis::Client::build_with_tls(info, certificates)
-        .map_err(|e| {
-            // The client library's text could quote the URL it was given.
-            let reason = crate::redact::scrub(&e.to_string(), url);
-            Error::Config(format!("tls_root_certificate is not usable: {reason}"))
-        })?;
+    let client = redis::Client::build_with_tls(info, certificates).map_err(|e| {
+        // The client library's text could quote the URL it was given.
+        let reason = crate::redact::scrub(&e.to_string(), url);
+        Error::Config(format!("tls_root_certificate is not usable: {reason}"))
+    })?;
     Ok(client.get_connection_info().clone())
 }
 

@@ -5,8 +5,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 
 use super::entry::{Clock, EntryExpiry};
+use super::index::Index;
 use super::writer::WriteQueue;
 use super::{LayeredStore, Settings, Shared};
 use crate::stats::Counters;
@@ -134,14 +136,24 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         } else {
             let clock = Clock::new();
             let losses_seen = AtomicU64::new(self.remote.health().data_losses);
+            let index = Arc::new(Index::new());
+            let unindex = Arc::clone(&index);
             let local = Cache::builder()
                 .max_capacity(self.local_capacity)
                 .expire_after(EntryExpiry { clock })
+                // An entry leaving moka leaves the index with it (a replaced one stays: its
+                // replacement is indexed by whoever put it there).
+                .eviction_listener(move |runtime_id: Arc<String>, entry, cause| {
+                    if cause != RemovalCause::Replaced {
+                        unindex.remove_if_same(&runtime_id, &entry);
+                    }
+                })
                 .build();
             return Ok(LayeredStore {
                 shared: Arc::new(Shared {
                     remote: self.remote,
                     local,
+                    index,
                     clock,
                     settings,
                     counters: Counters::default(),

@@ -2,6 +2,7 @@
 
 mod builder;
 mod entry;
+mod index;
 mod writer;
 
 use std::fmt;
@@ -17,6 +18,7 @@ pub use builder::{
     LayeredStoreBuilder,
 };
 use entry::{Clock, LocalEntry, Outcome, PendingWrite, nanos};
+use index::Index;
 use writer::{Job, WriteQueue};
 
 use crate::stats::Counters;
@@ -71,7 +73,10 @@ pub struct LayeredStore<R> {
 /// The state the store shares with its group-commit tasks.
 struct Shared<R> {
     remote: R,
+    /// Owns the entries: expires them at their deadlines, bounds their number.
     local: Cache<String, Arc<LocalEntry>>,
+    /// Finds them: every entry `local` holds, at hash-map speed.
+    index: Arc<Index>,
     clock: Clock,
     settings: Settings,
     counters: Counters,
@@ -81,6 +86,31 @@ struct Shared<R> {
 }
 
 impl<R: LivenessStore> Shared<R> {
+    /// The runtime's entry, if this instance has one.
+    fn entry(&self, runtime_id: &str) -> Option<Arc<LocalEntry>> {
+        self.index.get(runtime_id)
+    }
+
+    /// The runtime's entry, created alive until `alive_until` if it has none. moka decides
+    /// which entry is the runtime's; the index follows it.
+    async fn entry_or_create(&self, runtime_id: &str, alive_until: u64) -> Arc<LocalEntry> {
+        let entry = self
+            .local
+            .entry_by_ref(runtime_id)
+            .or_insert_with(async { LocalEntry::alive_until(alive_until) })
+            .await
+            .into_value();
+        self.index.insert(runtime_id, Arc::clone(&entry));
+        // If moka dropped or replaced it meanwhile (a forget, an eviction whose listener ran
+        // before the insert above), it must not linger in the index; the next lookup creates
+        // the runtime's entry anew.
+        match self.local.get(runtime_id).await {
+            Some(current) if Arc::ptr_eq(&current, &entry) => {}
+            _ => self.index.remove_if_same(runtime_id, &entry),
+        }
+        entry
+    }
+
     /// How many times the remote has detected data loss.
     fn remote_losses(&self) -> u64 {
         self.remote.data_losses()
@@ -161,18 +191,11 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         let shared = &self.shared;
         Counters::add(&shared.counters.touches, 1);
         let needed = now.saturating_add(nanos(ttl));
-        let entry = match shared.local.get(runtime_id).await {
+        let entry = match shared.entry(runtime_id) {
             Some(entry) => entry,
             // Boxed: this rare path's future is large, and the hot path (a lookup, a coalesced
             // touch) should not carry it.
-            None => Box::pin(
-                shared
-                    .local
-                    .entry_by_ref(runtime_id)
-                    .or_insert_with(async { LocalEntry::alive_until(needed) }),
-            )
-            .await
-            .into_value(),
+            None => Box::pin(shared.entry_or_create(runtime_id, needed)).await,
         };
         // Invariant 2: this instance answers "alive" at once, whatever the remote does.
         entry.extend_alive(needed);
@@ -181,7 +204,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             // this touch; another lookup makes it count the new one, so that the local layer
             // keeps answering for this runtime while the remote is down. A steady beat whose
             // record covers it leaves the deadlines where they were and skips this.
-            let _ = shared.local.get(runtime_id).await;
+            let _ = Box::pin(shared.local.get(runtime_id)).await;
         }
         // Invariant 1: coalesce only when the record as written outlives this touch's ttl.
         if entry.remote_covers(needed, shared.losses()) {
@@ -312,7 +335,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         // (index in the input, the local entry if any) of every id memory cannot prove alive.
         let mut misses = Vec::new();
         for (index, id) in runtime_ids.iter().enumerate() {
-            let entry = shared.local.get(*id).await;
+            let entry = shared.entry(id);
             match entry {
                 Some(entry) if entry.is_alive(now) => answers[index] = true,
                 entry => misses.push((index, entry)),
@@ -365,12 +388,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
                     Some(entry) => entry,
                     // Not `insert`: a touch may have created the entry during the lookup, and
                     // its deadlines and pending write must survive.
-                    None => shared
-                        .local
-                        .entry_by_ref(runtime_ids[index])
-                        .or_insert_with(async { LocalEntry::alive_until(cache_until) })
-                        .await
-                        .into_value(),
+                    None => shared.entry_or_create(runtime_ids[index], cache_until).await,
                 };
                 entry.extend_alive(cache_until);
             }
@@ -385,6 +403,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         // Local first: this instance answers "dead" at once (invariant 3).
         let shared = &self.shared;
         shared.local.invalidate(runtime_id).await;
+        shared.index.remove(runtime_id);
         // The remote bounds its own calls; this keeps a misbehaving one from blocking forever.
         let timeout = shared.settings.op_timeout;
         if tokio::time::timeout(timeout, shared.remote.forget(runtime_id))
@@ -395,7 +414,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         }
         // A touch that came in while the record was being deleted may believe its write
         // still stands; make its next touch write through (invariant 1).
-        if let Some(entry) = shared.local.get(runtime_id).await {
+        if let Some(entry) = shared.entry(runtime_id) {
             entry.forget_remote();
         }
     }

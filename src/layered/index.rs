@@ -8,7 +8,6 @@
 //! right: answers come from its own deadlines, never from its presence.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -23,25 +22,30 @@ type Shard = RwLock<HashMap<Box<str>, Arc<LocalEntry>>>;
 #[derive(Debug)]
 pub(super) struct Index {
     shards: Box<[Shard]>,
-    hasher: RandomState,
 }
 
 impl Index {
     pub(super) fn new() -> Self {
         Index {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: RandomState::new(),
         }
     }
 
     fn shard(&self, runtime_id: &str) -> &Shard {
-        let hash = self.hasher.hash_one(runtime_id);
-        // The high bits: the table inside the shard uses its own hasher.
-        &self.shards[(hash >> 58) as usize % SHARDS]
+        &self.shards[shard_of(runtime_id.as_bytes())]
     }
 
     pub(super) fn get(&self, runtime_id: &str) -> Option<Arc<LocalEntry>> {
         self.shard(runtime_id).read().get(runtime_id).cloned()
+    }
+
+    /// Whether the runtime's entry says it is alive at `now`, without taking a reference to
+    /// it: a batch asks this for every id.
+    pub(super) fn is_alive(&self, runtime_id: &str, now: u64) -> bool {
+        self.shard(runtime_id)
+            .read()
+            .get(runtime_id)
+            .is_some_and(|entry| entry.is_alive(now))
     }
 
     /// Indexes `entry` as the runtime's, in place of any other.
@@ -63,4 +67,18 @@ impl Index {
     pub(super) fn remove(&self, runtime_id: &str) {
         self.shard(runtime_id).write().remove(runtime_id);
     }
+}
+
+/// Picks a shard: a multiplicative hash of the id's bytes, cheap for short ids. It only spreads
+/// ids over the shards (the map inside a shard hashes with its own, seeded hasher), so it need
+/// not resist collisions.
+fn shard_of(bytes: &[u8]) -> usize {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = bytes.len() as u64;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0_u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    }
+    (hash >> 58) as usize % SHARDS
 }

@@ -332,13 +332,13 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         let shared = &self.shared;
         let now = shared.clock.now();
         let mut answers = vec![false; runtime_ids.len()];
-        // (index in the input, the local entry if any) of every id memory cannot prove alive.
+        // The index in the input of every id memory cannot prove alive.
         let mut misses = Vec::new();
         for (index, id) in runtime_ids.iter().enumerate() {
-            let entry = shared.entry(id);
-            match entry {
-                Some(entry) if entry.is_alive(now) => answers[index] = true,
-                entry => misses.push((index, entry)),
+            if shared.index.is_alive(id, now) {
+                answers[index] = true;
+            } else {
+                misses.push(index);
             }
         }
         let counters = &shared.counters;
@@ -349,10 +349,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         if misses.is_empty() {
             return Ok(answers);
         }
-        let miss_ids: Vec<&str> = misses
-            .iter()
-            .map(|(index, _)| runtime_ids[*index])
-            .collect();
+        let miss_ids: Vec<&str> = misses.iter().map(|index| runtime_ids[*index]).collect();
         Counters::add(&counters.remote_lookups, miss_ids.len() as u64);
         Counters::add(&counters.remote_lookup_batches, 1);
         let timeout = shared.settings.op_timeout;
@@ -378,17 +375,18 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         };
         let cache_until = now.saturating_add(nanos(shared.settings.remote_positive_ttl));
         let cache_positives = !shared.settings.remote_positive_ttl.is_zero();
-        for ((index, entry), alive) in misses.into_iter().zip(remote) {
+        for (index, alive) in misses.into_iter().zip(remote) {
             if !alive {
                 continue; // Negatives are never cached: a new beat must show at once.
             }
             answers[index] = true;
             if cache_positives {
-                let entry = match entry {
+                let id = runtime_ids[index];
+                // Not a new entry over an existing one: a touch may have created it during the
+                // lookup, and its deadlines and pending write must survive.
+                let entry = match shared.entry(id) {
                     Some(entry) => entry,
-                    // Not `insert`: a touch may have created the entry during the lookup, and
-                    // its deadlines and pending write must survive.
-                    None => shared.entry_or_create(runtime_ids[index], cache_until).await,
+                    None => shared.entry_or_create(id, cache_until).await,
                 };
                 entry.extend_alive(cache_until);
             }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 /// The state of a store's backend; see [`Health`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// Calls reach the backend and its answers are trusted.
     Healthy,

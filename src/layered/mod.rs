@@ -81,7 +81,7 @@ struct Shared<R> {
     settings: Settings,
     counters: Counters,
     queue: WriteQueue,
-    /// The remote's data-loss count when this store last reset its coalescing state.
+    /// The remote's data-loss count as of this store's last remote call.
     losses_seen: AtomicU64,
 }
 

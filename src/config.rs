@@ -401,6 +401,12 @@ mod tests {
                 .to_string();
             assert!(e.contains("LIVENESS_OP_TIMEOUT_MS"), "{e}");
         }
+        for variable in ["LIVENESS_DEBOUNCE_MS", "LIVENESS_RECOVERY_FLOOR_MS"] {
+            for bad in ["-5", "1.5", "90s", "99999999999999999999"] {
+                let e = config(&[(variable, bad)]).unwrap_err().to_string();
+                assert!(e.contains(variable), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -257,6 +257,14 @@ async fn breaker_and_recovery_settings_are_checked() {
             builder(&server).recovery_floor(Duration::from_secs(366 * 24 * 3600)),
             "recovery_floor",
         ),
+        // "Never probe again" is not a cool-down: it would overflow the clock.
+        (
+            builder(&server)
+                .breaker_cooldown(Duration::MAX)
+                .breaker_max_cooldown(Duration::MAX),
+            "breaker_max_cooldown",
+        ),
+        (builder(&server).op_timeout(Duration::MAX), "op_timeout"),
     ] {
         let built = builder.build().await;
         assert!(

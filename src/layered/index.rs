@@ -50,7 +50,9 @@ impl Index {
 
     /// Indexes `entry` as the runtime's, in place of any other.
     pub(super) fn insert(&self, runtime_id: &str, entry: Arc<LocalEntry>) {
-        self.shard(runtime_id).write().insert(runtime_id.into(), entry);
+        self.shard(runtime_id)
+            .write()
+            .insert(runtime_id.into(), entry);
     }
 
     /// Drops the runtime's entry if it is `entry` (a newer one stays).

@@ -26,8 +26,11 @@
 //! The feature `tls` adds `rediss://` URLs to `RedisStore`, through rustls with its ring
 //! crypto provider, and `RedisStoreBuilder::tls_root_certificate` for a private CA. The first
 //! `rediss://` store built installs ring as rustls's process-wide default provider, unless the
-//! application installed one before (then that one is used). `full` enables every backend and
-//! `tls`.
+//! application installed one before (then that one is used).
+//!
+//! The feature `metrics` adds `Instrumented`, a wrapper around any store that records call
+//! latencies and publishes the store's counters and health through the `metrics` facade, named
+//! `liveness_store_*`. `full` enables every backend, `tls` and `metrics`.
 //!
 //! # Example
 //!
@@ -72,8 +75,12 @@ mod breaker;
 mod config;
 mod error;
 mod health;
+#[cfg(feature = "metrics")]
+mod instrumented;
 #[cfg(feature = "layered")]
 mod layered;
+#[cfg(any(feature = "redis", feature = "layered"))]
+mod log_limit;
 #[cfg(feature = "memory")]
 mod memory;
 mod noop;
@@ -95,6 +102,9 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use health::{Health, HealthStatus};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use instrumented::{Instrumented, METRICS_PUBLISH_INTERVAL};
 #[cfg(feature = "layered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
 pub use layered::{

@@ -81,3 +81,45 @@ pub trait LivenessStore: Send + Sync + Debug {
         StoreStats::default()
     }
 }
+
+/// A shared store is a store: what [`open`](crate::open) returns can be wrapped (in
+/// `Instrumented`, feature `metrics`, or as the remote of a `LayeredStore`) like a concrete
+/// one. Every method forwards, so nothing of the inner store's behaviour is lost.
+#[async_trait::async_trait]
+impl<S: LivenessStore + ?Sized> LivenessStore for std::sync::Arc<S> {
+    fn available(&self) -> bool {
+        (**self).available()
+    }
+
+    async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()> {
+        (**self).touch(runtime_id, ttl).await
+    }
+
+    async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>> {
+        (**self).is_alive_batch(runtime_ids).await
+    }
+
+    async fn forget(&self, runtime_id: &str) {
+        (**self).forget(runtime_id).await;
+    }
+
+    async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
+        (**self).touch_many(beats).await
+    }
+
+    async fn is_alive(&self, runtime_id: &str) -> Result<bool> {
+        (**self).is_alive(runtime_id).await
+    }
+
+    fn health(&self) -> Health {
+        (**self).health()
+    }
+
+    fn data_losses(&self) -> u64 {
+        (**self).data_losses()
+    }
+
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
+    }
+}

@@ -11,6 +11,7 @@ use super::entry::{Clock, EntryExpiry};
 use super::index::Index;
 use super::writer::WriteQueue;
 use super::{LayeredStore, Settings, Shared};
+use crate::log_limit::LogLimit;
 use crate::stats::Counters;
 use crate::validate::MAX_TTL;
 use crate::{Error, LivenessStore, Result};
@@ -159,6 +160,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                     counters: Counters::default(),
                     queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
                     losses_seen,
+                    forget_log: LogLimit::new(),
                 }),
             });
         };

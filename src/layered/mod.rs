@@ -21,6 +21,7 @@ use entry::{Clock, LocalEntry, Outcome, PendingWrite, nanos};
 use index::Index;
 use writer::{Job, WriteQueue};
 
+use crate::log_limit::LogLimit;
 use crate::stats::Counters;
 use crate::validate::{self, MAX_TTL};
 use crate::{Error, Health, LivenessStore, Result, StoreStats};
@@ -83,6 +84,8 @@ struct Shared<R> {
     queue: WriteQueue,
     /// The remote's data-loss count as of this store's last remote call.
     losses_seen: AtomicU64,
+    /// Keeps timed-out forgets from flooding the log (see `log_limit`).
+    forget_log: LogLimit,
 }
 
 impl<R: LivenessStore> Shared<R> {
@@ -408,7 +411,13 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             .await
             .is_err()
         {
-            tracing::warn!("liveness forget timed out; the record's ttl will reap it");
+            // Every forget in flight times out together when the remote hangs.
+            if let Some(suppressed) = shared.forget_log.allow() {
+                tracing::warn!(
+                    suppressed,
+                    "liveness forget timed out; the record's ttl will reap it"
+                );
+            }
         }
         // A touch that came in while the record was being deleted may believe its write
         // still stands; make its next touch write through (invariant 1).

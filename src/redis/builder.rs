@@ -8,6 +8,7 @@ use super::connection::TrackedManager;
 use super::epoch::{DEFAULT_RECOVERY_FLOOR, Epoch};
 use super::tls::{self, TlsSettings};
 use crate::breaker::{Breaker, BreakerSettings};
+use crate::log_limit::LogLimit;
 use crate::redact::redact_url;
 use crate::validate::MAX_TTL;
 use crate::{Error, Result};
@@ -187,6 +188,7 @@ impl RedisStoreBuilder {
             op_timeout: self.op_timeout,
             max_batch: self.max_batch,
             url: self.url,
+            forget_log: LogLimit::new(),
         };
         store.first_connection(self.connect_timeout).await?;
         Ok(store)

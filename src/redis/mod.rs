@@ -20,6 +20,7 @@ use epoch::Epoch;
 
 use crate::breaker::Breaker;
 use crate::health::{Health, remote_health};
+use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
 use crate::{Error, LivenessStore, Result, validate};
 
@@ -59,6 +60,8 @@ pub struct RedisStore {
     url: String,
     breaker: Breaker,
     epoch: Epoch,
+    /// Keeps failed forgets from flooding the log (see `log_limit`).
+    forget_log: LogLimit,
 }
 
 impl fmt::Debug for RedisStore {
@@ -325,8 +328,16 @@ impl LivenessStore for RedisStore {
             Ok(()) => {}
             // The breaker logged the outage when it opened; one line per forget would flood.
             Err(Error::Unavailable) => {}
+            // Many forgets in flight can fail together (a hung Redis times them all out; an
+            // error reply never opens the breaker), so one line per interval says it.
             Err(error) => {
-                tracing::warn!(%error, "liveness forget failed; the record's ttl will reap it");
+                if let Some(suppressed) = self.forget_log.allow() {
+                    tracing::warn!(
+                        %error,
+                        suppressed,
+                        "liveness forget failed; the record's ttl will reap it"
+                    );
+                }
             }
         }
     }

@@ -139,37 +139,8 @@ impl RedisServer {
     /// which is racy; if the server exits early or never answers, a new port is
     /// tried, at most 5 times. Then it panics, quoting the server log.
     pub fn start_with_args(extra: &[&str]) -> RedisServer {
-        let binary = redis_server_binary();
-        let dir = tempfile::Builder::new()
-            .prefix("liveness-redis-")
-            .tempdir()
-            .expect("create temporary directory for redis-server");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            match launch(&binary, dir.path(), port, &extra) {
-                Ok(child) => {
-                    return RedisServer {
-                        child: Some(child),
-                        port,
-                        extra,
-                        binary,
-                        dir,
-                    };
-                }
-                Err(StartError::Spawn(msg)) => panic!("{msg}"),
-                Err(e) => failures.push(format!("port {port}: {}", e.describe())),
-            }
-        }
-        panic!(
-            "redis-server failed to start after {START_ATTEMPTS} attempts \
-             (binary {}, extra args {extra:?}):\n  {}\n--- server output in {} ---\n{}",
-            binary.display(),
-            failures.join("\n  "),
-            dir.path().display(),
-            read_log_tail(dir.path()),
-        );
+        start_on_fresh_ports("liveness-redis-", || extra.clone())
     }
 
     /// The TCP port on 127.0.0.1. Stable across [`RedisServer::restart`].
@@ -384,6 +355,47 @@ fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// Starts a server in a new temporary directory on a free port, with the arguments
+/// `extra_for_attempt` gives (it may pick more free ports). A start that fails (a port taken in
+/// the meantime) is retried on fresh ports, at most [`START_ATTEMPTS`] times, then it panics
+/// quoting the server log.
+fn start_on_fresh_ports(
+    dir_prefix: &str,
+    extra_for_attempt: impl Fn() -> Vec<String>,
+) -> RedisServer {
+    let binary = redis_server_binary();
+    let dir = tempfile::Builder::new()
+        .prefix(dir_prefix)
+        .tempdir()
+        .expect("create temporary directory for redis-server");
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port();
+        let extra = extra_for_attempt();
+        match launch(&binary, dir.path(), port, &extra) {
+            Ok(child) => {
+                return RedisServer {
+                    child: Some(child),
+                    port,
+                    extra,
+                    binary,
+                    dir,
+                };
+            }
+            Err(StartError::Spawn(msg)) => panic!("{msg}"),
+            Err(e) => failures.push(format!("port {port}, args {extra:?}: {}", e.describe())),
+        }
+    }
+    panic!(
+        "redis-server failed to start after {START_ATTEMPTS} attempts (binary {}):\n  {}\n\
+         --- server output in {} ---\n{}",
+        binary.display(),
+        failures.join("\n  "),
+        dir.path().display(),
+        read_log_tail(dir.path()),
+    );
+}
+
 /// Spawns `redis-server` on `port` and waits until it answers; on failure the
 /// process is gone (killed and reaped) before returning.
 fn launch(binary: &Path, dir: &Path, port: u16, extra: &[String]) -> Result<Child, StartError> {
@@ -578,41 +590,11 @@ impl RedisServer {
     /// in the meantime) is retried on fresh ports, at most 5 times, then it panics quoting
     /// the server log.
     pub fn start_tls(tls_args: &[&str]) -> RedisServer {
-        let binary = redis_server_binary();
-        let dir = tempfile::Builder::new()
-            .prefix("liveness-redis-tls-")
-            .tempdir()
-            .expect("create temporary directory for redis-server");
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            let (port, tls_port) = (free_port(), free_port());
-            let mut extra = vec!["--tls-port".to_string(), tls_port.to_string()];
+        start_on_fresh_ports("liveness-redis-tls-", || {
+            let mut extra = vec!["--tls-port".to_string(), free_port().to_string()];
             extra.extend(tls_args.iter().map(|s| s.to_string()));
-            match launch(&binary, dir.path(), port, &extra) {
-                Ok(child) => {
-                    return RedisServer {
-                        child: Some(child),
-                        port,
-                        extra,
-                        binary,
-                        dir,
-                    };
-                }
-                Err(StartError::Spawn(msg)) => panic!("{msg}"),
-                Err(e) => failures.push(format!(
-                    "ports {port} and {tls_port} (tls): {}",
-                    e.describe()
-                )),
-            }
-        }
-        panic!(
-            "redis-server with TLS failed to start after {START_ATTEMPTS} attempts \
-             (binary {}, tls args {tls_args:?}):\n  {}\n--- server output in {} ---\n{}",
-            binary.display(),
-            failures.join("\n  "),
-            dir.path().display(),
-            read_log_tail(dir.path()),
-        );
+            extra
+        })
     }
 
     /// The TLS port of a server started with [`RedisServer::start_tls`] (or with

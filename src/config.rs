@@ -22,8 +22,11 @@ pub enum Backend {
     /// `LayeredStore` over `RedisStore` (features `layered` and `redis`): a local layer in
     /// front of Redis.
     Layered,
-    /// `ClusterStore` (feature `cluster`): records on Redis Cluster.
+    /// `ClusterStore` (feature `cluster`): records on Redis Cluster; the Redis URL is a
+    /// comma-separated list of seed nodes.
     Cluster,
+    /// `LayeredStore` over `ClusterStore` (features `layered` and `cluster`).
+    LayeredCluster,
 }
 
 impl Backend {
@@ -36,6 +39,7 @@ impl Backend {
             Backend::Redis => "redis",
             Backend::Layered => "layered",
             Backend::Cluster => "cluster",
+            Backend::LayeredCluster => "layered-cluster",
         }
     }
 }
@@ -56,8 +60,10 @@ impl FromStr for Backend {
             "redis" => Ok(Backend::Redis),
             "layered" => Ok(Backend::Layered),
             "cluster" => Ok(Backend::Cluster),
+            "layered-cluster" => Ok(Backend::LayeredCluster),
             _ => Err(Error::Config(format!(
-                "unknown backend `{name}`: expected one of noop, memory, redis, layered, cluster"
+                "unknown backend `{name}`: expected one of noop, memory, redis, layered, \
+                 cluster, layered-cluster"
             ))),
         }
     }
@@ -172,8 +178,8 @@ impl StoreConfig {
     ///
     /// | variable | meaning | default |
     /// |---|---|---|
-    /// | `LIVENESS_BACKEND` | `noop`, `memory`, `redis`, `layered` or `cluster` | `noop` |
-    /// | `LIVENESS_REDIS_URL` | Redis URL (falls back to `REDIS_URL`) | none |
+    /// | `LIVENESS_BACKEND` | `noop`, `memory`, `redis`, `layered`, `cluster` or `layered-cluster` | `noop` |
+    /// | `LIVENESS_REDIS_URL` | Redis URL (falls back to `REDIS_URL`); for the cluster backends, the seed nodes' URLs separated by commas | none |
     /// | `LIVENESS_KEY_PREFIX` | key prefix | `mul:runtime:hb:` |
     /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
     /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
@@ -267,12 +273,70 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
         Backend::Memory => open_memory(),
         Backend::Redis => open_redis(config).await,
         Backend::Layered => open_layered(config).await,
-        Backend::Cluster => Err(Error::Config(format!(
-            "backend `{}` is not provided by liveness-store {}; use `memory`, `redis` or `layered`",
-            config.backend,
-            env!("CARGO_PKG_VERSION")
-        ))),
+        Backend::Cluster => open_cluster(config).await,
+        Backend::LayeredCluster => open_layered_cluster(config).await,
     }
+}
+
+#[cfg(feature = "cluster")]
+async fn cluster_store(config: &StoreConfig) -> Result<crate::ClusterStore> {
+    let seeds = config
+        .require_redis_url()?
+        .split(',')
+        .map(str::trim)
+        .filter(|seed| !seed.is_empty());
+    let mut builder = crate::ClusterStore::builder(seeds);
+    if let Some(prefix) = &config.key_prefix {
+        builder = builder.key_prefix(prefix);
+    }
+    if let Some(timeout) = config.op_timeout {
+        builder = builder.op_timeout(timeout);
+    }
+    if let Some(floor) = config.recovery_floor {
+        builder = builder.recovery_floor(floor);
+    }
+    builder.build().await
+}
+
+#[cfg(feature = "cluster")]
+async fn open_cluster(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    Ok(Arc::new(cluster_store(config).await?))
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn open_cluster(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    Err(feature_missing(Backend::Cluster, "cluster"))
+}
+
+#[cfg(all(feature = "layered", feature = "cluster"))]
+async fn open_layered_cluster(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    let builder = crate::LayeredStore::builder(cluster_store(config).await?);
+    Ok(Arc::new(layered_settings(builder, config).build()?))
+}
+
+#[cfg(not(all(feature = "layered", feature = "cluster")))]
+async fn open_layered_cluster(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
+    let feature = if cfg!(feature = "layered") {
+        "cluster"
+    } else {
+        "layered"
+    };
+    Err(feature_missing(Backend::LayeredCluster, feature))
+}
+
+/// The layered settings a configuration holds.
+#[cfg(all(feature = "layered", feature = "redis"))]
+fn layered_settings<R: LivenessStore + 'static>(
+    mut builder: crate::LayeredStoreBuilder<R>,
+    config: &StoreConfig,
+) -> crate::LayeredStoreBuilder<R> {
+    if let Some(timeout) = config.op_timeout {
+        builder = builder.op_timeout(timeout);
+    }
+    if let Some(debounce) = config.debounce {
+        builder = builder.debounce(debounce);
+    }
+    builder
 }
 
 #[cfg(feature = "memory")]
@@ -312,14 +376,8 @@ async fn open_redis(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
 
 #[cfg(all(feature = "layered", feature = "redis"))]
 async fn open_layered(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
-    let mut builder = crate::LayeredStore::builder(redis_store(config).await?);
-    if let Some(timeout) = config.op_timeout {
-        builder = builder.op_timeout(timeout);
-    }
-    if let Some(debounce) = config.debounce {
-        builder = builder.debounce(debounce);
-    }
-    Ok(Arc::new(builder.build()?))
+    let builder = crate::LayeredStore::builder(redis_store(config).await?);
+    Ok(Arc::new(layered_settings(builder, config).build()?))
 }
 
 #[cfg(not(all(feature = "layered", feature = "redis")))]
@@ -332,7 +390,12 @@ async fn open_layered(_config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
     Err(feature_missing(Backend::Layered, feature))
 }
 
-#[cfg(not(all(feature = "memory", feature = "redis", feature = "layered")))]
+#[cfg(not(all(
+    feature = "memory",
+    feature = "redis",
+    feature = "layered",
+    feature = "cluster"
+)))]
 fn feature_missing(backend: Backend, feature: &str) -> Error {
     Error::Config(format!(
         "backend `{backend}` was not compiled in: enable the Cargo feature `{feature}` of \

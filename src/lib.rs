@@ -19,6 +19,7 @@
 //! | `MemoryStore` | `memory` | one server instance; a moka TTL cache in process |
 //! | `RedisStore` | `redis` | many instances sharing Redis; wire-compatible with the Go store |
 //! | `LayeredStore` | `layered` | a local moka layer in front of Redis: coalesced writes, local-first batches |
+//! | `ClusterStore` | `cluster` | Redis Cluster, for more than one Redis can take; one pipeline per master |
 //!
 //! A server picks one at run time with [`StoreConfig::from_env`] and [`open`], or builds one
 //! directly. Asking for a backend that was not compiled in is an [`Error::Config`].
@@ -72,6 +73,8 @@
 
 #[cfg(feature = "redis")]
 mod breaker;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod error;
 mod health;
@@ -96,6 +99,9 @@ pub mod validate;
 pub use breaker::{
     DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_MAX_COOLDOWN, DEFAULT_FAILURE_THRESHOLD,
 };
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub use cluster::{ClusterStore, ClusterStoreBuilder};
 pub use config::{
     Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS,
     ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK, StoreConfig, open,

@@ -85,7 +85,7 @@ impl Drop for FlagUnlessAnswered<'_> {
 }
 
 /// Whether the error is a reply from the server, which proves the connection works.
-pub(super) fn server_answered(error: &RedisError) -> bool {
+pub(crate) fn server_answered(error: &RedisError) -> bool {
     matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
 }
 

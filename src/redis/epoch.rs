@@ -16,6 +16,7 @@
 //! `meta:epoch`).
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +25,7 @@ use redis::{Pipeline, Value};
 use tokio::time::Instant;
 
 /// The epoch key's suffix after the prefix; the NUL keeps it out of the id space.
-const EPOCH_SUFFIX: &[u8] = b"\0epoch";
+pub(crate) const EPOCH_SUFFIX: &[u8] = b"\0epoch";
 
 /// How long "dead" answers are distrusted after data loss, at least, by default: the
 /// reference deployment's ttl. Set it to the largest ttl in use.
@@ -32,13 +33,14 @@ pub const DEFAULT_RECOVERY_FLOOR: Duration = Duration::from_secs(90);
 
 /// What one store instance knows about the epoch.
 #[derive(Debug)]
-pub(super) struct Epoch {
+pub(crate) struct Epoch {
     key: Vec<u8>,
     /// Distrust lasts at least this long, for instances that read but never write (they see
     /// no ttl).
     recovery_floor: Duration,
-    /// The largest ttl this instance has written, in milliseconds.
-    max_ttl_ms: AtomicU64,
+    /// The largest ttl this instance has written, in milliseconds (shared by a cluster's
+    /// epochs: one store writes them all).
+    max_ttl_ms: Arc<AtomicU64>,
     /// Losses detected, read without the lock on every layered write.
     losses: AtomicU64,
     state: Mutex<EpochState>,
@@ -58,13 +60,24 @@ struct EpochState {
 }
 
 impl Epoch {
-    pub(super) fn new(prefix: &[u8], recovery_floor: Duration, name: String) -> Epoch {
+    pub(crate) fn new(prefix: &[u8], recovery_floor: Duration, name: String) -> Epoch {
         let mut key = prefix.to_vec();
         key.extend_from_slice(EPOCH_SUFFIX);
+        Epoch::with_key(key, recovery_floor, name, Arc::default())
+    }
+
+    /// An epoch record at `key` (a cluster keeps one per hash tag), whose recovery window
+    /// covers the ttls noted in `max_ttl_ms`.
+    pub(crate) fn with_key(
+        key: Vec<u8>,
+        recovery_floor: Duration,
+        name: String,
+        max_ttl_ms: Arc<AtomicU64>,
+    ) -> Epoch {
         Epoch {
             key,
             recovery_floor,
-            max_ttl_ms: AtomicU64::new(0),
+            max_ttl_ms,
             losses: AtomicU64::new(0),
             state: Mutex::new(EpochState::default()),
             name,
@@ -72,12 +85,12 @@ impl Epoch {
     }
 
     /// The epoch record's key.
-    pub(super) fn key(&self) -> &[u8] {
+    pub(crate) fn key(&self) -> &[u8] {
         &self.key
     }
 
     /// Remembers a ttl this instance wrote: the recovery window covers the longest one.
-    pub(super) fn note_ttl(&self, ttl: Duration) {
+    pub(crate) fn note_ttl(&self, ttl: Duration) {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.max_ttl_ms.fetch_max(ms, Ordering::Relaxed);
     }
@@ -87,7 +100,7 @@ impl Epoch {
     /// missing) a `SET NX` with a fresh random value goes first: a re-created epoch never
     /// equals an old one, and of several instances racing to create it one wins and all adopt
     /// its value.
-    pub(super) fn add_check(&self, pipeline: &mut Pipeline) -> EpochCheck {
+    pub(crate) fn add_check(&self, pipeline: &mut Pipeline) -> EpochCheck {
         let (create, generation) = {
             let state = self.state.lock();
             (state.known.is_none(), state.generation)
@@ -111,7 +124,7 @@ impl Epoch {
     /// recovery window means a Redis that may not hold every live runtime's record yet. Either
     /// way "dead" answers are distrusted until a full window has passed since the records
     /// began (invariant 4). Each loss is logged once, loudly.
-    pub(super) fn observe(&self, check: EpochCheck, reply: &Value) {
+    pub(crate) fn observe(&self, check: EpochCheck, reply: &Value) {
         let current = match reply {
             Value::BulkString(bytes) => Some(bytes.as_slice()),
             Value::SimpleString(text) => Some(text.as_bytes()),
@@ -177,12 +190,12 @@ impl Epoch {
     }
 
     /// How many losses this instance has detected.
-    pub(super) fn losses(&self) -> u64 {
+    pub(crate) fn losses(&self) -> u64 {
         self.losses.load(Ordering::Relaxed)
     }
 
     /// While recovering, how long until "dead" answers are trusted again.
-    pub(super) fn recovering_for(&self) -> Option<Duration> {
+    pub(crate) fn recovering_for(&self) -> Option<Duration> {
         let state = self.state.lock();
         let (_, until) = state.recovery?;
         let now = Instant::now();
@@ -191,7 +204,7 @@ impl Epoch {
 
     /// The recovery part of the store's health: losses so far, and the window (start, end) of
     /// the latest one.
-    pub(super) fn status(&self) -> (u64, Option<(Instant, Instant)>) {
+    pub(crate) fn status(&self) -> (u64, Option<(Instant, Instant)>) {
         let recovery = self.state.lock().recovery;
         (self.losses(), recovery)
     }
@@ -235,14 +248,14 @@ fn unix_ms() -> u64 {
 
 /// What a pipeline's epoch read added: how many replies, and which state it was built on.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct EpochCheck {
+pub(crate) struct EpochCheck {
     /// Replies the epoch commands add at the end of the pipeline (its `GET` is the last).
-    pub(super) replies: usize,
+    pub(crate) replies: usize,
     generation: u64,
 }
 
 /// A new epoch value: the time and 64 random bits, unique per call.
-fn fresh_value() -> String {
+pub(crate) fn fresh_value() -> String {
     let random = RandomState::new().hash_one(Instant::now());
     format!("{}-{random:016x}", unix_ms())
 }

@@ -1,8 +1,8 @@
 //! The Redis backend: one TTL'd key per runtime, shared by every server instance.
 
 mod builder;
-mod connection;
-mod epoch;
+pub(crate) mod connection;
+pub(crate) mod epoch;
 mod tls;
 
 use std::fmt;

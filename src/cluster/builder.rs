@@ -1,0 +1,211 @@
+//! Settings of a [`ClusterStore`] and the checks that run before it connects.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::cluster::ClusterClientBuilder;
+
+use super::ClusterStore;
+use super::epochs::ClusterEpochs;
+use super::topology::TopologyCell;
+use crate::breaker::{Breaker, BreakerSettings};
+use crate::log_limit::LogLimit;
+use crate::redact::{redact_url, scrub};
+use crate::validate::MAX_TTL;
+use crate::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
+    DEFAULT_RECOVERY_FLOOR, Error, Result,
+};
+
+/// Builds a [`ClusterStore`]; see [`ClusterStore::builder`].
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct ClusterStoreBuilder {
+    seeds: Vec<String>,
+    key_prefix: String,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+    max_batch: usize,
+    breaker: BreakerSettings,
+    recovery_floor: Duration,
+}
+
+impl fmt::Debug for ClusterStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterStoreBuilder")
+            .field("seeds", &redacted(&self.seeds))
+            .field("key_prefix", &self.key_prefix)
+            .field("op_timeout", &self.op_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_batch", &self.max_batch)
+            .field("breaker", &self.breaker)
+            .field("recovery_floor", &self.recovery_floor)
+            .finish()
+    }
+}
+
+/// The seeds, comma-separated, passwords redacted.
+fn redacted(seeds: &[String]) -> String {
+    seeds
+        .iter()
+        .map(|seed| redact_url(seed))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl ClusterStoreBuilder {
+    pub(super) fn new(seeds: Vec<String>) -> Self {
+        ClusterStoreBuilder {
+            seeds,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_batch: DEFAULT_MAX_BATCH,
+            breaker: BreakerSettings::default(),
+            recovery_floor: DEFAULT_RECOVERY_FLOOR,
+        }
+    }
+
+    /// The prefix of every record's key (`<prefix><runtime id>`). A hash tag in the prefix
+    /// would put every record in one slot, on one master: keep tags in the ids, if anywhere.
+    ///
+    /// Defaults to `mul:runtime:hb:`, as for `RedisStore`.
+    pub fn key_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.key_prefix);
+        self
+    }
+
+    /// The longest one call waits on the cluster, a retry after a redirect included; past it
+    /// the call is an `Err(Error::Timeout)`.
+    ///
+    /// Defaults to 250 ms.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// The longest opening one connection to a node may take, and the longest `build` waits
+    /// for the cluster's slot map.
+    ///
+    /// Defaults to 1 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Keys per `MGET` command (each holds the keys of one slot).
+    ///
+    /// Defaults to 1,000.
+    pub fn max_batch(mut self, keys: usize) -> Self {
+        self.max_batch = keys;
+        self
+    }
+
+    /// Failed calls in a row after which the circuit breaker opens; as
+    /// [`RedisStoreBuilder::failure_threshold`](crate::RedisStoreBuilder::failure_threshold).
+    /// One breaker guards the whole cluster.
+    ///
+    /// Defaults to 5.
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.breaker.failure_threshold = failures;
+        self
+    }
+
+    /// How long the open breaker waits before a probe; doubles per failed probe.
+    ///
+    /// Defaults to 1 s.
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker.cooldown = cooldown;
+        self
+    }
+
+    /// The longest wait between probes.
+    ///
+    /// Defaults to 30 s.
+    pub fn breaker_max_cooldown(mut self, cooldown: Duration) -> Self {
+        self.breaker.max_cooldown = cooldown;
+        self
+    }
+
+    /// The shortest recovery window after a master lost its data; as
+    /// [`RedisStoreBuilder::recovery_floor`](crate::RedisStoreBuilder::recovery_floor).
+    ///
+    /// Defaults to 90 s.
+    pub fn recovery_floor(mut self, floor: Duration) -> Self {
+        self.recovery_floor = floor;
+        self
+    }
+
+    /// Checks the settings, connects to the cluster, reads its slot map and each master's
+    /// epoch record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for invalid settings, no seed or a malformed URL; [`Error::Timeout`]
+    /// or [`Error::Backend`] when the cluster cannot be reached, refuses the credentials or
+    /// answers like no cluster.
+    pub async fn build(self) -> Result<ClusterStore> {
+        self.check_settings()?;
+        let seeds = self.seeds.join(",");
+        let name = redacted(&self.seeds);
+        let client = ClusterClientBuilder::new(self.seeds.iter().map(String::as_str))
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.op_timeout)
+            // One retry lets redis-rs follow a `MOVED` or `ASK`; the store's deadline bounds it.
+            .retries(1)
+            .min_retry_wait(10)
+            .max_retry_wait(u64::try_from(self.op_timeout.as_millis() / 4).unwrap_or(u64::MAX))
+            .build()
+            .map_err(|e| Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds))))?;
+        let epochs = ClusterEpochs::new(
+            self.key_prefix.as_bytes(),
+            self.recovery_floor,
+            &name,
+        );
+        let record_slots: Vec<u16> = epochs.slots().collect();
+        let connect = async {
+            let mut connection = client.get_async_connection().await?;
+            let topology = TopologyCell::fetch(&mut connection, &record_slots).await?;
+            Ok::<_, redis::RedisError>((connection, topology))
+        };
+        let op = "connect";
+        let (connection, topology) = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| Error::Timeout {
+                op,
+                after: self.connect_timeout,
+            })?
+            .map_err(|e| Error::backend(op, scrub(&e.to_string(), &seeds)))?;
+        let store = ClusterStore {
+            connection,
+            topology: Arc::new(TopologyCell::new(topology, record_slots)),
+            epochs,
+            key_prefix: self.key_prefix.into_bytes(),
+            op_timeout: self.op_timeout,
+            max_batch: self.max_batch,
+            seeds,
+            breaker: Breaker::new(self.breaker, self.op_timeout, name.clone()),
+            name,
+            forget_log: LogLimit::new(),
+        };
+        store.first_look().await?;
+        Ok(store)
+    }
+
+    fn check_settings(&self) -> Result<()> {
+        let problem = if self.seeds.is_empty() || self.seeds.iter().any(|s| s.trim().is_empty()) {
+            "at least one seed URL is needed, and none may be empty"
+        } else if self.op_timeout.is_zero() || self.op_timeout > MAX_TTL {
+            "op_timeout must be more than zero and at most 365 days"
+        } else if self.connect_timeout.is_zero() || self.connect_timeout > MAX_TTL {
+            "connect_timeout must be more than zero and at most 365 days"
+        } else if self.max_batch == 0 {
+            "max_batch must be at least 1"
+        } else if self.recovery_floor > MAX_TTL {
+            "recovery_floor must not exceed 365 days"
+        } else {
+            return self.breaker.check();
+        };
+        Err(Error::Config(problem.to_owned()))
+    }
+}

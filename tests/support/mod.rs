@@ -9,7 +9,8 @@
 //! `redis.stderr` for command-line errors) into its own temporary directory.
 //! Tests can kill, restart (same port), pause and resume it to simulate
 //! outages, and can read `INFO commandstats` to assert how many commands the
-//! code under test actually sent.
+//! code under test actually sent. [`cluster::RedisCluster`] builds a Redis
+//! Cluster out of such servers.
 //!
 //! Everything here is bounded in time: no loop waits forever, and dropping a
 //! server (even a paused one) returns promptly. Only `127.0.0.1` is used.
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+pub mod cluster;
 pub mod logs;
 pub mod proxy;
 

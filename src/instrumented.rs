@@ -38,6 +38,7 @@ pub const METRICS_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// | `liveness_store_remote_lookups_total` | counter | [`StoreStats::remote_lookups`] |
 /// | `liveness_store_errors_total` | counter | [`StoreStats::errors`] |
 /// | `liveness_store_epoch_resets_total` | counter | [`StoreStats::epoch_resets`] |
+/// | `liveness_store_forget_broadcasts_received_total` | counter | [`StoreStats::forget_broadcasts_received`] |
 /// | `liveness_store_health` | gauge | 0 healthy, 1 degraded, 2 down ([`Health::status`]) |
 /// | `liveness_store_data_losses` | gauge | [`Health::data_losses`] |
 ///
@@ -89,6 +90,7 @@ struct Handles {
     remote_lookups: Counter,
     errors: Counter,
     epoch_resets: Counter,
+    forget_broadcasts_received: Counter,
     health: Gauge,
     data_losses: Gauge,
 }
@@ -121,6 +123,9 @@ impl Handles {
             remote_lookups: metrics::counter!("liveness_store_remote_lookups_total"),
             errors: metrics::counter!("liveness_store_errors_total"),
             epoch_resets: metrics::counter!("liveness_store_epoch_resets_total"),
+            forget_broadcasts_received: metrics::counter!(
+                "liveness_store_forget_broadcasts_received_total"
+            ),
             health: metrics::gauge!("liveness_store_health"),
             data_losses: metrics::gauge!("liveness_store_data_losses"),
         }
@@ -171,6 +176,10 @@ fn describe() {
         (
             "liveness_store_epoch_resets_total",
             "coalescing resets after the remote lost its data",
+        ),
+        (
+            "liveness_store_forget_broadcasts_received_total",
+            "forgets announced by other instances that dropped a local entry",
         ),
     ] {
         describe_counter!(name, what);
@@ -224,6 +233,8 @@ impl<S: LivenessStore> Instrumented<S> {
         m.remote_lookups.absolute(stats.remote_lookups);
         m.errors.absolute(stats.errors);
         m.epoch_resets.absolute(stats.epoch_resets);
+        m.forget_broadcasts_received
+            .absolute(stats.forget_broadcasts_received);
         m.health.set(match health.status {
             HealthStatus::Healthy => 0.0,
             HealthStatus::Degraded => 1.0,

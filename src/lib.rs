@@ -111,6 +111,9 @@ pub use health::{Health, HealthStatus};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use instrumented::{Instrumented, METRICS_PUBLISH_INTERVAL};
+#[cfg(all(feature = "layered", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "layered", feature = "redis"))))]
+pub use layered::ForgetBroadcast;
 #[cfg(feature = "layered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
 pub use layered::{

@@ -29,6 +29,9 @@ pub struct StoreStats {
     /// Times the layered store reset its coalescing state because the remote lost its data,
     /// so that every runtime's next touch wrote through.
     pub epoch_resets: u64,
+    /// Forgets announced by other instances on the forget broadcast, each of which dropped
+    /// the runtime's local entry (zero without a broadcast).
+    pub forget_broadcasts_received: u64,
 }
 
 /// The live counters behind [`StoreStats`]: relaxed atomics, because each one is only ever
@@ -45,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) remote_lookup_batches: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) epoch_resets: AtomicU64,
+    pub(crate) forget_broadcasts_received: AtomicU64,
 }
 
 #[cfg_attr(not(feature = "layered"), allow(dead_code))]
@@ -64,6 +68,7 @@ impl Counters {
             remote_lookup_batches: self.remote_lookup_batches.load(Relaxed),
             errors: self.errors.load(Relaxed),
             epoch_resets: self.epoch_resets.load(Relaxed),
+            forget_broadcasts_received: self.forget_broadcasts_received.load(Relaxed),
         }
     }
 }

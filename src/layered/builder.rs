@@ -38,6 +38,8 @@ pub struct LayeredStoreBuilder<R> {
     local_capacity: u64,
     pipelines_in_flight: usize,
     max_batch: usize,
+    #[cfg(feature = "redis")]
+    broadcast: Option<super::ForgetBroadcast>,
 }
 
 impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
@@ -52,6 +54,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             local_capacity: DEFAULT_LOCAL_CAPACITY,
             pipelines_in_flight: DEFAULT_PIPELINES_IN_FLIGHT,
             max_batch: DEFAULT_LAYERED_MAX_BATCH,
+            #[cfg(feature = "redis")]
+            broadcast: None,
         }
     }
 
@@ -116,12 +120,49 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         self
     }
 
+    /// Announces every `forget` of this store on a Redis pub/sub channel and listens there
+    /// for the other instances' announcements, so that an instance that cached a remote
+    /// "alive" answer, or took touches of the runtime itself, drops the runtime at once
+    /// instead of after its [`remote_positive_ttl`](Self::remote_positive_ttl) (or its ttl).
+    ///
+    /// Each `forget` ends with one `PUBLISH` (a second on a fresh connection if the one kept
+    /// from an earlier forget has died), bounded by the [`op_timeout`](Self::op_timeout), so a
+    /// forget may take up to twice that; a failure is a rate-limited warning. Touches never
+    /// publish. A task spawned by [`build`](Self::build) stays subscribed, reconnecting
+    /// after any failure, and ends with the store. An instance misses what is announced while
+    /// it is disconnected, and then sees the forget when its entry lapses, as without the
+    /// broadcast: staleness stays bounded, and no answer is a wrong "dead".
+    ///
+    /// Give it to every instance, with the key prefix of their `RedisStore`s.
+    ///
+    /// ```no_run
+    /// use liveness_store::{DEFAULT_KEY_PREFIX, ForgetBroadcast, LayeredStore, RedisStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> liveness_store::Result<()> {
+    /// let url = "redis://127.0.0.1:6379/";
+    /// let store = LayeredStore::builder(RedisStore::connect(url).await?)
+    ///     .forget_broadcast(ForgetBroadcast::new([url], DEFAULT_KEY_PREFIX)?)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Defaults to none: nothing is published or subscribed.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn forget_broadcast(mut self, broadcast: super::ForgetBroadcast) -> Self {
+        self.broadcast = Some(broadcast);
+        self
+    }
+
     /// Checks the settings and builds the store.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for a zero capacity, pipeline count, batch or timeout, or a window over 365
-    /// days.
+    /// days; with a [`forget_broadcast`](Self::forget_broadcast), also when called outside a
+    /// tokio runtime (its subscriber task needs one).
     pub fn build(self) -> Result<LayeredStore<R>> {
         let settings = self.settings;
         let problem = if self.local_capacity == 0 {
@@ -135,6 +176,19 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         } else if settings.debounce > MAX_TTL || settings.remote_positive_ttl > MAX_TTL {
             "debounce and remote_positive_ttl must not exceed 365 days"
         } else {
+            #[cfg(feature = "redis")]
+            let (broadcast, runtime) = match self.broadcast {
+                None => (None, None),
+                Some(broadcast) => match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => (Some(super::broadcast::Link::new(broadcast)), Some(runtime)),
+                    Err(_) => {
+                        return Err(Error::Config(
+                            "forget_broadcast needs a tokio runtime: build the store inside one"
+                                .to_owned(),
+                        ));
+                    }
+                },
+            };
             let clock = Clock::new();
             let losses_seen = AtomicU64::new(self.remote.health().data_losses);
             let index = Arc::new(Index::new());
@@ -150,19 +204,24 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                     }
                 })
                 .build();
-            return Ok(LayeredStore {
-                shared: Arc::new(Shared {
-                    remote: self.remote,
-                    local,
-                    index,
-                    clock,
-                    settings,
-                    counters: Counters::default(),
-                    queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
-                    losses_seen,
-                    forget_log: LogLimit::new(),
-                }),
+            let shared = Arc::new(Shared {
+                remote: self.remote,
+                local,
+                index,
+                clock,
+                settings,
+                counters: Counters::default(),
+                queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
+                losses_seen,
+                forget_log: LogLimit::new(),
+                #[cfg(feature = "redis")]
+                broadcast,
             });
+            #[cfg(feature = "redis")]
+            if let Some(runtime) = runtime {
+                super::subscriber::spawn(&runtime, &shared);
+            }
+            return Ok(LayeredStore { shared });
         };
         Err(Error::Config(problem.to_owned()))
     }

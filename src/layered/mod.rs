@@ -1,8 +1,12 @@
 //! The layered backend: a local moka layer in front of a remote store.
 
+#[cfg(feature = "redis")]
+mod broadcast;
 mod builder;
 mod entry;
 mod index;
+#[cfg(feature = "redis")]
+mod subscriber;
 mod writer;
 
 use std::fmt;
@@ -12,6 +16,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+#[cfg(feature = "redis")]
+pub use broadcast::ForgetBroadcast;
 pub use builder::{
     DEFAULT_DEBOUNCE, DEFAULT_LAYERED_MAX_BATCH, DEFAULT_LAYERED_OP_TIMEOUT,
     DEFAULT_LOCAL_CAPACITY, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL,
@@ -38,6 +44,9 @@ use crate::{Error, Health, LivenessStore, Result, StoreStats};
 /// - **is_alive_batch**: runtimes with a live local deadline are answered from memory; only
 ///   the rest go to the remote, in one call. Remote "alive" answers are reused locally for
 ///   `remote_positive_ttl`; "dead" answers never are.
+/// - **forget**: the local entry goes at once, then the remote record. Other instances notice
+///   when their entries lapse (a cached "alive" after `remote_positive_ttl`, their own touches
+///   after their ttl), or at once with a `forget_broadcast` (features `layered` and `redis`).
 ///
 /// Like every tokio-based client, it is used from within a tokio runtime: writes are sent by a
 /// task it spawns there.
@@ -86,6 +95,9 @@ struct Shared<R> {
     losses_seen: AtomicU64,
     /// Keeps timed-out forgets from flooding the log (see `log_limit`).
     forget_log: LogLimit,
+    /// The forget broadcast, if the builder was given one.
+    #[cfg(feature = "redis")]
+    broadcast: Option<broadcast::Link>,
 }
 
 impl<R: LivenessStore> Shared<R> {
@@ -112,6 +124,12 @@ impl<R: LivenessStore> Shared<R> {
             _ => self.index.remove_if_same(runtime_id, &entry),
         }
         entry
+    }
+
+    /// The local part of a forget: this instance answers "dead" at once (invariant 3).
+    async fn drop_local(&self, runtime_id: &str) {
+        self.local.invalidate(runtime_id).await;
+        self.index.remove(runtime_id);
     }
 
     /// How many times the remote has detected data loss.
@@ -160,13 +178,18 @@ struct Settings {
 impl<R: fmt::Debug> fmt::Debug for LayeredStore<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = &self.shared;
-        f.debug_struct("LayeredStore")
-            .field("remote", &shared.remote)
+        let mut f = f.debug_struct("LayeredStore");
+        f.field("remote", &shared.remote)
             .field("debounce", &shared.settings.debounce)
             .field("remote_positive_ttl", &shared.settings.remote_positive_ttl)
             .field("op_timeout", &shared.settings.op_timeout)
-            .field("local_entries", &shared.local.entry_count())
-            .finish()
+            .field("local_entries", &shared.local.entry_count());
+        #[cfg(feature = "redis")]
+        f.field(
+            "forget_broadcast",
+            &shared.broadcast.as_ref().map(|link| &link.broadcast),
+        );
+        f.finish()
     }
 }
 
@@ -403,8 +426,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         }
         // Local first: this instance answers "dead" at once (invariant 3).
         let shared = &self.shared;
-        shared.local.invalidate(runtime_id).await;
-        shared.index.remove(runtime_id);
+        shared.drop_local(runtime_id).await;
         // The remote bounds its own calls; this keeps a misbehaving one from blocking forever.
         let timeout = shared.settings.op_timeout;
         if tokio::time::timeout(timeout, shared.remote.forget(runtime_id))
@@ -423,6 +445,12 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         // still stands; make its next touch write through (invariant 1).
         if let Some(entry) = shared.entry(runtime_id) {
             entry.forget_remote();
+        }
+        // Last, once the record is deleted: an instance that drops the runtime on this message
+        // and asks the remote at once must not find the record still there.
+        #[cfg(feature = "redis")]
+        if let Some(link) = &shared.broadcast {
+            link.publish(runtime_id, timeout).await;
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::cluster::ClusterClientBuilder;
 
 use super::ClusterStore;
+use super::connection::Connection;
 use super::epochs::ClusterEpochs;
 use super::topology::TopologyCell;
 use crate::breaker::{Breaker, BreakerSettings};
@@ -177,7 +178,7 @@ impl ClusterStoreBuilder {
             })?
             .map_err(|e| Error::backend(op, scrub(&e.to_string(), &seeds)))?;
         let store = ClusterStore {
-            connection,
+            connection: Arc::new(Connection::new(client, connection, self.connect_timeout)),
             topology: Arc::new(TopologyCell::new(topology, record_slots)),
             epochs,
             key_prefix: self.key_prefix.into_bytes(),

@@ -130,15 +130,16 @@ impl ClusterEpochs {
         }
     }
 
-    /// Takes the reply of a check. Returns whether it found a loss, so the caller can
-    /// re-create every record of the master. A redirection (the slot moved meanwhile) or any
-    /// other error reply says nothing about the data: only a value or nil counts.
-    pub(super) fn observe(&self, check: RecordCheck, reply: &Value) -> bool {
+    /// Takes the reply of a check: `None` if it says nothing about the data (a redirection,
+    /// because the slot moved meanwhile, or any other error reply; only a value or nil
+    /// counts), else whether it found a loss, so the caller can re-create every record of the
+    /// master.
+    pub(super) fn observe(&self, check: RecordCheck, reply: &Value) -> Option<bool> {
         if !matches!(
             reply,
             Value::Nil | Value::BulkString(_) | Value::SimpleString(_)
         ) {
-            return false;
+            return None;
         }
         let epoch = &self.records[check.record].epoch;
         let before = epoch.losses();
@@ -153,7 +154,7 @@ impl ClusterEpochs {
         }
         let lost = after - before;
         self.losses.fetch_add(lost, Ordering::Relaxed);
-        lost > 0
+        Some(lost > 0)
     }
 
     /// Losses detected so far.

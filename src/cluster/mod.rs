@@ -1,6 +1,7 @@
 //! The Redis Cluster backend: the Redis backend's records, spread over a cluster's masters.
 
 mod builder;
+mod connection;
 mod epochs;
 mod plan;
 mod slot;
@@ -11,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use redis::cluster_async::ClusterConnection;
 use redis::aio::ConnectionLike;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 pub use builder::ClusterStoreBuilder;
+use connection::Connection;
 use epochs::ClusterEpochs;
 use plan::Group;
 use topology::TopologyCell;
@@ -59,7 +60,7 @@ use crate::{Error, LivenessStore, Result, validate};
 /// # }
 /// ```
 pub struct ClusterStore {
-    connection: ClusterConnection,
+    connection: Arc<Connection>,
     topology: Arc<TopologyCell>,
     epochs: ClusterEpochs,
     key_prefix: Vec<u8>,
@@ -88,10 +89,27 @@ impl fmt::Debug for ClusterStore {
 
 /// What became of one master's pipeline.
 enum GroupOutcome {
-    /// Every command answered; `retry` lists positions whose slot moved.
-    Answered { retry: Vec<usize> },
+    /// Every command answered; `retry` lists positions whose slot moved. `confirmed`: the
+    /// master's epoch record was read in the same pipeline, so its "dead" answers are as
+    /// trustworthy as the epoch says (a read of a record that had moved proves nothing).
+    Answered {
+        retry: Vec<usize>,
+        answered: Vec<usize>,
+        confirmed: bool,
+    },
     /// The master (or the way to it) failed; `answered` says whether a server replied.
     Failed { error: RedisError, answered: bool },
+}
+
+/// The groups' outcomes, once none failed.
+#[derive(Default)]
+struct Settled {
+    /// Positions to send again, one by one.
+    retry: Vec<usize>,
+    /// Positions answered by a master whose epoch record was not read beside them.
+    unconfirmed: Vec<usize>,
+    /// Groups whose epoch read was observed.
+    confirmed_groups: usize,
 }
 
 impl ClusterStore {
@@ -142,16 +160,17 @@ impl ClusterStore {
         call: impl Future<Output = (Result<T>, bool)>,
     ) -> Result<T> {
         let permit = self.breaker.admit()?;
-        match tokio::time::timeout(self.op_timeout, call).await {
-            Ok((result, answered)) => {
-                permit.record(answered);
-                result
-            }
-            Err(_) => {
-                permit.record(false);
-                Err(self.timed_out(op))
-            }
+        let (result, answered) = match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => (Err(self.timed_out(op)), false),
+        };
+        permit.record(answered);
+        if !answered {
+            // The master may be gone, and the connection stuck on it (see `connection`).
+            self.connection.replace_soon();
+            self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
         }
+        result
     }
 
     /// Sends every group's pipeline to its master at once and reads each reply with
@@ -163,7 +182,7 @@ impl ClusterStore {
         mut answer: impl FnMut(&[usize], &Value) -> std::result::Result<bool, RedisError>,
     ) -> Vec<GroupOutcome> {
         let sends = groups.into_iter().map(|group| {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection.get();
             let route = SingleNodeRoutingInfo::SpecificNode(Route::new(
                 group.route_slot,
                 SlotAddr::Master,
@@ -200,6 +219,8 @@ impl ClusterStore {
                 Err(error) if is_redirect(&error) => {
                     outcomes.push(GroupOutcome::Answered {
                         retry: parts.concat(),
+                        answered: Vec::new(),
+                        confirmed: false,
                     });
                     continue;
                 }
@@ -210,23 +231,30 @@ impl ClusterStore {
                 }
             };
             let mut retry = Vec::new();
+            let mut answered = Vec::new();
             let mut failure = None;
             for (positions, reply) in parts.iter().zip(&replies) {
                 match answer(positions, reply) {
-                    Ok(true) => {}
+                    Ok(true) => answered.extend_from_slice(positions),
                     Ok(false) => retry.extend_from_slice(positions),
                     Err(error) => failure = Some(error),
                 }
             }
-            if let (Some(check), Some(epoch)) = (check, replies.last()) {
-                lost |= self.epochs.observe(check, epoch);
-            }
+            let observed = match (check, replies.last()) {
+                (Some(check), Some(epoch)) => self.epochs.observe(check, epoch),
+                _ => None,
+            };
+            lost |= observed == Some(true);
             outcomes.push(match failure {
                 Some(error) => GroupOutcome::Failed {
                     error,
                     answered: true,
                 },
-                None => GroupOutcome::Answered { retry },
+                None => GroupOutcome::Answered {
+                    retry,
+                    answered,
+                    confirmed: observed.is_some(),
+                },
             });
         }
         if lost {
@@ -238,9 +266,9 @@ impl ClusterStore {
     /// Sends `commands` one by one, at once, each routed by redis-rs by its key to wherever it
     /// finds it now (following one `MOVED` or `ASK`), and refreshes the store's own slot map meanwhile.
     async fn resend(&self, commands: Vec<Cmd>) -> Vec<std::result::Result<Value, RedisError>> {
-        self.topology.refresh_soon(&self.connection);
+        self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
         let sends = commands.into_iter().map(|command| {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection.get();
             async move {
                 connection
                     .req_packed_command(&command)
@@ -252,24 +280,67 @@ impl ClusterStore {
     }
 
     /// Folds the groups' outcomes into one: the first failure, else the positions to send
-    /// again. A failed master also makes the store refresh its slot map: it may have failed
-    /// over.
+    /// again and those answered without an epoch read beside them. A failed master also
+    /// makes the store refresh its slot map: it may have failed over.
     fn settle(
         &self,
         op: &'static str,
         outcomes: Vec<GroupOutcome>,
-    ) -> std::result::Result<Vec<usize>, (Error, bool)> {
-        let mut retry = Vec::new();
+    ) -> std::result::Result<Settled, (Error, bool)> {
+        let mut settled = Settled::default();
         for outcome in outcomes {
             match outcome {
-                GroupOutcome::Answered { retry: positions } => retry.extend(positions),
+                GroupOutcome::Answered {
+                    retry,
+                    answered,
+                    confirmed,
+                } => {
+                    settled.retry.extend(retry);
+                    if confirmed {
+                        settled.confirmed_groups += 1;
+                    } else {
+                        settled.unconfirmed.extend(answered);
+                    }
+                }
                 GroupOutcome::Failed { error, answered } => {
-                    self.topology.refresh_soon(&self.connection);
+                    self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
                     return Err((self.backend_error(op, &error), answered));
                 }
             }
         }
-        Ok(retry)
+        Ok(settled)
+    }
+
+    /// Before "dead" answers that no epoch read vouched for (they were resent after a
+    /// redirect, or their master's record had moved) are given out: fetches the slot map
+    /// afresh and reads every master's epoch record. A master that lost its data then shows
+    /// as a loss, and the answers become `Recovering`; if the records cannot all be read
+    /// (slots still moving), the call fails rather than risk a false "dead".
+    async fn confirm_dead(&self, op: &'static str) -> std::result::Result<(), (Error, bool)> {
+        self.topology
+            .refresh_now(&mut self.connection.get())
+            .await
+            .map_err(|error| (self.backend_error(op, &error), server_answered(&error)))?;
+        let topology = self.topology.current();
+        let groups = plan::epoch_reads(&topology, &self.epochs);
+        let masters = groups.len();
+        let outcomes = self.send_groups(groups, |_, _| Ok(true)).await;
+        let settled = self.settle(op, outcomes)?;
+        let confirmed = masters == topology.masters()
+            && settled.retry.is_empty()
+            && settled.confirmed_groups == masters;
+        if confirmed {
+            Ok(())
+        } else {
+            Err((
+                Error::backend(
+                    op,
+                    "slots are moving: could not confirm \"dead\" answers with every master's \
+                     epoch record; retry",
+                ),
+                true,
+            ))
+        }
     }
 
     /// One pipeline per master that creates its missing epoch records (`SET NX`), all with
@@ -297,7 +368,9 @@ impl ClusterStore {
             .await
             .map_err(|_| self.timed_out(op))?;
         // A record whose slot moved meanwhile is created by the first read of it.
-        self.settle(op, outcomes).map(drop).map_err(|(error, _)| error)
+        self.settle(op, outcomes)
+            .map(drop)
+            .map_err(|(error, _)| error)
     }
 
     /// After a master lost its data: every epoch record it held is gone, so all missing ones
@@ -305,7 +378,7 @@ impl ClusterStore {
     /// record finds one as old as the rest.
     fn recreate_epochs(&self) {
         let groups = self.create_records();
-        let connection = self.connection.clone();
+        let connection = self.connection.get();
         let timeout = self.op_timeout;
         tokio::spawn(async move {
             let sends = groups.into_iter().map(|group| {
@@ -367,10 +440,11 @@ impl ClusterStore {
                 other => Err(unexpected(other)),
             })
             .await;
-        let retry = match self.settle(op, outcomes) {
-            Ok(retry) => retry,
+        let settled = match self.settle(op, outcomes) {
+            Ok(settled) => settled,
             Err((error, answered)) => return (Err(error), answered),
         };
+        let retry = settled.retry;
         if !retry.is_empty() {
             let commands = retry
                 .iter()
@@ -385,6 +459,12 @@ impl ClusterStore {
                     }
                 }
             }
+        }
+        let unvouched = settled.unconfirmed.iter().chain(&retry);
+        if unvouched.into_iter().any(|&position| !answers[position])
+            && let Err((error, answered)) = self.confirm_dead(op).await
+        {
+            return (Err(error), answered);
         }
         // A record present now was written after any loss, so "alive" stands; "dead" may be a
         // lost record until every live runtime has beaten again.
@@ -415,7 +495,7 @@ impl ClusterStore {
             })
             .await;
         let retry = match self.settle(op, outcomes) {
-            Ok(retry) => retry,
+            Ok(settled) => settled.retry,
             Err((error, answered)) => return (Err(error), answered),
         };
         if !retry.is_empty() {
@@ -440,7 +520,7 @@ impl ClusterStore {
             Err(error) => {
                 let answered = server_answered(&error);
                 if !answered || is_redirect(&error) {
-                    self.topology.refresh_soon(&self.connection);
+                    self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
                 }
                 (Err(self.backend_error(op, &error)), answered)
             }
@@ -448,7 +528,7 @@ impl ClusterStore {
     }
 
     async fn resend_one(&self, command: Cmd) -> std::result::Result<Value, RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         connection
             .req_packed_command(&command)
             .await

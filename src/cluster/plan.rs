@@ -131,3 +131,24 @@ pub(super) fn writes(
         })
         .collect()
 }
+
+/// Reads of every master's epoch record, one pipeline per master, nothing else.
+pub(super) fn epoch_reads(topology: &Topology, epochs: &ClusterEpochs) -> Vec<Group> {
+    let slots: Vec<u16> = epochs.slots().collect();
+    let mut reads: Vec<Group> = (0..topology.masters())
+        .filter_map(|master| {
+            let master = u16::try_from(master).ok()?;
+            let record = topology.watched_record(master)?;
+            Some(finish(
+                topology,
+                epochs,
+                master,
+                slots[record],
+                redis::pipe(),
+                Vec::new(),
+            ))
+        })
+        .collect();
+    reads.retain(|group| group.check.is_some());
+    reads
+}

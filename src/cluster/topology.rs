@@ -167,10 +167,18 @@ impl TopologyCell {
             .map_err(|message| RedisError::from((redis::ErrorKind::Parse, "CLUSTER SLOTS", message)))
     }
 
+    /// Fetches the slot map again now, and keeps it.
+    pub(super) async fn refresh_now(&self, connection: &mut ClusterConnection) -> RedisResult<()> {
+        let topology = Self::fetch(connection, &self.record_slots).await?;
+        *self.current.write() = Arc::new(topology);
+        *self.last_refresh.lock() = Instant::now();
+        Ok(())
+    }
+
     /// Fetches the slot map again in the background, unless a fetch is running or one ran
     /// less than [`MIN_REFRESH_INTERVAL`] ago. A failed fetch keeps the old map; the next
     /// redirect or failure tries again.
-    pub(super) fn refresh_soon(self: &Arc<Self>, connection: &ClusterConnection) {
+    pub(super) fn refresh_soon(self: &Arc<Self>, connection: &ClusterConnection, timeout: Duration) {
         if self.last_refresh.lock().elapsed() < MIN_REFRESH_INTERVAL
             || self.refreshing.swap(true, Ordering::AcqRel)
         {
@@ -179,7 +187,8 @@ impl TopologyCell {
         let cell = Arc::clone(self);
         let mut connection = connection.clone();
         tokio::spawn(async move {
-            if let Ok(topology) = Self::fetch(&mut connection, &cell.record_slots).await {
+            let fetch = Self::fetch(&mut connection, &cell.record_slots);
+            if let Ok(Ok(topology)) = tokio::time::timeout(timeout, fetch).await {
                 *cell.current.write() = Arc::new(topology);
             }
             *cell.last_refresh.lock() = Instant::now();

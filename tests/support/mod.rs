@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod logs;
 pub mod proxy;
+pub mod workload;
 
 /// A `RedisStore` builder for a test's own, fresh Redis.
 ///

@@ -1,0 +1,447 @@
+//! `ClusterStore` against a real Redis Cluster (3 masters, 3 replicas on loopback, started by
+//! `tests/support/cluster.rs`): keys land in their masters' slots, one pipeline per master,
+//! slots resharded and masters failed over while runtimes beat, a replica promoted without the
+//! data, configuration from the environment, and the forget broadcast across a cluster.
+//!
+//! The contract suite runs on a cluster too, in `tests/contract.rs`. The cases here start a
+//! cluster each and run one at a time (the fault cases measure latencies on a 2-core machine).
+//! Measured figures are printed: `cargo test --all-features --test cluster -- --nocapture`.
+#![cfg(feature = "cluster")]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use liveness_store::{ClusterStore, Error, LivenessStore, StoreConfig};
+use support::cluster::RedisCluster;
+
+const OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// What "a few ms" past the operation timeout may be, on a busy 2-core machine.
+const SLACK: Duration = Duration::from_millis(50);
+const LONG: Duration = Duration::from_secs(90);
+
+/// The fault cases measure latencies: one cluster at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn builder(cluster: &RedisCluster, prefix: &str) -> liveness_store::ClusterStoreBuilder {
+    ClusterStore::builder(cluster.seed_urls())
+        .key_prefix(prefix)
+        .op_timeout(OP_TIMEOUT)
+        .breaker_cooldown(Duration::from_millis(200))
+        .breaker_max_cooldown(Duration::from_millis(400))
+        // A test's cluster holds everything the test wrote: trust it at once.
+        .recovery_floor(Duration::ZERO)
+}
+
+async fn store(cluster: &RedisCluster, prefix: &str) -> ClusterStore {
+    builder(cluster, prefix).build().await.expect("connect to the test cluster")
+}
+
+/// Runs a blocking harness step (a reshard, a failover) off the runtime's threads, so the
+/// workload keeps running meanwhile; gives the cluster back.
+async fn blocking<T: Send + 'static>(
+    mut cluster: RedisCluster,
+    step: impl FnOnce(&mut RedisCluster) -> T + Send + 'static,
+) -> (RedisCluster, T) {
+    tokio::task::spawn_blocking(move || {
+        let out = step(&mut cluster);
+        (cluster, out)
+    })
+    .await
+    .expect("the cluster step panicked")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    let store = store(&cluster, "placement:").await;
+    let plain: Vec<String> = (0..300).map(|i| format!("rt-{i}")).collect();
+    let tagged: Vec<String> = (0..10)
+        .flat_map(|t| (0..30).map(move |i| format!("{{tenant-{t}}}:rt-{i}")))
+        .collect();
+    let all: Vec<&str> = plain.iter().chain(&tagged).map(String::as_str).collect();
+    let beats: Vec<(&str, Duration)> = all.iter().step_by(2).map(|id| (*id, LONG)).collect();
+    store.touch_many(&beats).await.unwrap();
+    store.touch(all[1], LONG).await.unwrap();
+
+    // Every record sits on the master that serves its key's slot.
+    for (id, _) in &beats {
+        let key = store.key(id);
+        let owner = cluster.owner_of_slot(RedisCluster::slot_of(&key));
+        assert!(
+            cluster.node(owner).get(&key).is_some(),
+            "{id} is not on the master of its slot"
+        );
+    }
+    let answers = store.is_alive_batch(&all).await.unwrap();
+    for (i, alive) in answers.iter().enumerate() {
+        assert_eq!(*alive, i % 2 == 0 || i == 1, "{}", all[i]);
+    }
+
+    // A batch is one GET per slot holding one of its keys, one MGET per slot holding more,
+    // and one epoch read per master it reaches: nothing crosses slots, nothing is redirected.
+    for (name, ids) in [("plain", &plain), ("tagged", &tagged)] {
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut per_slot: BTreeMap<u16, usize> = BTreeMap::new();
+        for id in &refs {
+            *per_slot
+                .entry(RedisCluster::slot_of(&store.key(id)))
+                .or_default() += 1;
+        }
+        let masters: BTreeSet<usize> = per_slot
+            .keys()
+            .map(|slot| cluster.owner_of_slot(*slot))
+            .collect();
+        let singles = per_slot.values().filter(|n| **n == 1).count() as u64;
+        let multis = per_slot.values().filter(|n| **n > 1).count() as u64;
+        cluster.reset_stats();
+        store.is_alive_batch(&refs).await.unwrap();
+        assert_eq!(cluster.calls("mget"), multis, "{name}: MGETs");
+        assert_eq!(
+            cluster.calls("get"),
+            singles + masters.len() as u64,
+            "{name}: GETs"
+        );
+        assert_eq!(cluster.calls("asking"), 0, "{name}: redirected");
+        println!(
+            "{name}: {} ids, {} slots, {} masters: {singles} GET + {multis} MGET + {} epoch reads",
+            refs.len(),
+            per_slot.len(),
+            masters.len(),
+            masters.len()
+        );
+    }
+    // The tenants' ids share their tag's slot: ten slots, ten MGETs.
+    let tenant_slots: BTreeSet<u16> = tagged
+        .iter()
+        .map(|id| RedisCluster::slot_of(&store.key(id)))
+        .collect();
+    assert_eq!(tenant_slots.len(), 10);
+
+    // Every master holds an epoch record in its own slots.
+    for master in cluster.masters() {
+        let held = store.epoch_keys().into_iter().any(|key| {
+            cluster.owner_of_slot(RedisCluster::slot_of(&key)) == master
+                && cluster.node(master).get(&key).is_some()
+        });
+        assert!(held, "master {master} holds no epoch record");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layered_store_over_a_cluster_coalesces_and_reads_locally() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    let remote = store(&cluster, "layered:").await;
+    let layered = liveness_store::LayeredStore::builder(remote)
+        .debounce(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ids: Vec<String> = (0..200).map(|i| format!("rt-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for id in &refs {
+        layered.touch(id, LONG).await.unwrap();
+    }
+    cluster.reset_stats();
+    for _ in 0..5 {
+        for id in &refs {
+            layered.touch(id, LONG).await.unwrap();
+        }
+        assert!(layered.is_alive_batch(&refs).await.unwrap().iter().all(|a| *a));
+    }
+    // 1,000 touches and 5 batches of 200, all answered from local memory.
+    assert_eq!(cluster.total_calls(), 0, "the layered store went to the cluster");
+    let stats = layered.stats();
+    println!("layered over cluster: {stats:?}");
+    assert_eq!(stats.coalesced_touches, 1_000);
+}
+
+/// A fleet as the fault cases drive it: a layered store over the cluster beats and reads, a
+/// plain `ClusterStore` (no local layer to hide behind) reads too.
+async fn fleet(cluster: &RedisCluster, prefix: &str) -> support::workload::Workload {
+    let layered = liveness_store::LayeredStore::builder(store(cluster, prefix).await)
+        .debounce(Duration::from_millis(300))
+        .remote_positive_ttl(Duration::from_millis(200))
+        .op_timeout(OP_TIMEOUT)
+        .build()
+        .unwrap();
+    let instances: Vec<Arc<dyn LivenessStore>> =
+        vec![Arc::new(layered), Arc::new(store(cluster, prefix).await)];
+    let rhythm = support::workload::Rhythm {
+        runtimes: 200,
+        ttl: Duration::from_secs(1),
+        beat: Duration::from_millis(100),
+        read_every: Duration::from_millis(20),
+    };
+    support::workload::Workload::start("runtime-", instances, rhythm).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_resharded_while_runtimes_beat() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    let prefix = "reshard:";
+    let workload = fleet(&cluster, prefix).await;
+    let probe = store(&cluster, prefix).await;
+    // Every slot holding a runtime of the busiest master moves to another master, and so
+    // does the slot of the epoch record that master is watched through (its lowest): the
+    // record moves with the data and must not read as a loss.
+    let slot_of_runtime = |id: &str| RedisCluster::slot_of(&probe.key(id));
+    let mut by_master: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
+    for id in workload.ids.iter() {
+        let slot = slot_of_runtime(id);
+        by_master
+            .entry(cluster.owner_of_slot(slot))
+            .or_default()
+            .insert(slot);
+    }
+    let (&from, _) = by_master.iter().max_by_key(|(_, slots)| slots.len()).unwrap();
+    let to = *cluster.masters().iter().find(|m| **m != from).unwrap();
+    let mut slots = by_master[&from].clone();
+    let watched = probe
+        .epoch_keys()
+        .iter()
+        .map(|key| RedisCluster::slot_of(key))
+        .filter(|slot| cluster.owner_of_slot(*slot) == from)
+        .min()
+        .expect("the master has an epoch record");
+    slots.insert(watched);
+    let moved = slots.len();
+
+    let started = Instant::now();
+    let (cluster, ()) = blocking(cluster, move |c| c.migrate_slots(slots, to)).await;
+    let took = started.elapsed();
+    let recovered = workload.wait_until_recovered(Duration::from_secs(5)).await;
+    let instances = workload.instances.clone();
+    let report = workload.stop().await;
+    println!("resharded {moved} slots in {took:?}; every instance healthy {recovered:?} later");
+    let summary = report.assert_bounded("reshard", OP_TIMEOUT + SLACK);
+    report.assert_no_false_dead("reshard");
+    // Redirects are followed within the call: a reshard costs no errors beyond a handful.
+    assert!(
+        summary.errors * 100 <= summary.calls,
+        "reshard: {} errors in {} calls",
+        summary.errors,
+        summary.calls
+    );
+    assert_eq!(report.recovering_reads(), 0, "a migration read as data loss");
+    for instance in &instances {
+        assert_eq!(instance.data_losses(), 0);
+    }
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_fails_over_with_calls_bounded() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    let prefix = "failover:";
+    let workload = fleet(&cluster, prefix).await;
+    let probe = store(&cluster, prefix).await;
+    let victim = cluster.owner_of_slot(RedisCluster::slot_of(&probe.key("runtime-0")));
+
+    let killed = Instant::now();
+    let (cluster, new_master) =
+        blocking(cluster, move |c| c.kill_master_and_wait_failover(victim)).await;
+    let failover = killed.elapsed();
+    let recovered = workload.wait_until_recovered(Duration::from_secs(5)).await;
+    let instances = workload.instances.clone();
+    let report = workload.stop().await;
+    println!(
+        "master {victim} killed; replica {new_master} took over and the cluster was healthy \
+         after {failover:?}; every instance healthy and answering {recovered:?} later"
+    );
+    let summary = report.assert_bounded("failover", OP_TIMEOUT + SLACK);
+    report.assert_no_false_dead("failover");
+    assert!(summary.errors > 0, "the failover went unnoticed: was a master killed?");
+    // The replica had the data: no loss, no recovery window.
+    for instance in &instances {
+        assert_eq!(instance.data_losses(), 0);
+    }
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    let window = Duration::from_secs(30);
+    // A cluster whose epoch records are older than the window, as in a running fleet (a
+    // younger one is distrusted from the start, which would hide the loss).
+    let fresh = store(&cluster, "lost:").await;
+    let old = format!(
+        "{}-0",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            - 2 * window.as_millis()
+    );
+    for key in fresh.epoch_keys() {
+        let owner = cluster.owner_of_slot(RedisCluster::slot_of(&key));
+        cluster
+            .node(owner)
+            .set_raw(&[b"SET", &key, old.as_bytes()]);
+    }
+    drop(fresh);
+    let writer = builder(&cluster, "lost:")
+        .recovery_floor(window)
+        .build()
+        .await
+        .unwrap();
+    // A reader that never writes knows no ttl: its floor is the largest ttl in use.
+    let reader = builder(&cluster, "lost:")
+        .recovery_floor(window)
+        .build()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..300).map(|i| format!("rt-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let beats: Vec<(&str, Duration)> = refs.iter().map(|id| (*id, window)).collect();
+    writer.touch_many(&beats).await.unwrap();
+    for store in [&writer, &reader] {
+        assert!(store.is_alive_batch(&refs).await.unwrap().iter().all(|a| *a));
+        assert!(store.health().is_healthy());
+    }
+    let victim = cluster.owner_of_slot(RedisCluster::slot_of(&writer.key("rt-0")));
+
+    let (cluster, promoted) = blocking(cluster, move |c| c.promote_empty_replica(victim)).await;
+    assert_eq!(cluster.node(promoted).dbsize(), 0, "the replica kept data");
+    // Every answer from now on is either "all alive" or an error; the first that gets through
+    // to the empty master says Recovering (bounded: the slot maps catch up within seconds).
+    for store in [&writer, &reader] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let remaining = loop {
+            match store.is_alive_batch(&refs).await {
+                Ok(answers) => assert!(
+                    answers.iter().all(|a| *a),
+                    "a runtime within its ttl read dead after the promotion"
+                ),
+                Err(Error::Recovering { remaining }) => break remaining,
+                Err(_) => {}
+            }
+            assert!(Instant::now() < deadline, "no Recovering within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let health = store.health();
+        println!("after the promotion: Recovering for {remaining:?}; {health:?}");
+        assert!(remaining <= window);
+        assert_eq!(store.data_losses(), 1);
+        assert!(health.recovering_for.is_some() && !health.is_healthy());
+    }
+    // Runtimes that beat again are alive at once; those of the lost master that have not
+    // stay Recovering, not dead, for the rest of the window.
+    writer.touch_many(&beats[..150]).await.unwrap();
+    assert!(writer.is_alive_batch(&refs[..150]).await.unwrap().iter().all(|a| *a));
+    assert!(matches!(
+        reader.is_alive_batch(&refs).await,
+        Err(Error::Recovering { .. })
+    ));
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_backend_opens_from_the_environment() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    // Seeds separated by commas, spaces allowed.
+    let seeds = cluster.seed_urls()[..3].join(", ");
+    for backend in ["cluster", "layered-cluster"] {
+        let config = StoreConfig::from_lookup(|name| match name {
+            "LIVENESS_BACKEND" => Some(backend.to_owned()),
+            "LIVENESS_REDIS_URL" => Some(seeds.clone()),
+            "LIVENESS_KEY_PREFIX" => Some(format!("{backend}:")),
+            "LIVENESS_RECOVERY_FLOOR_MS" => Some("0".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let store = liveness_store::open(&config).await.expect(backend);
+        store.touch("rt-1", LONG).await.unwrap();
+        assert_eq!(
+            store.is_alive_batch(&["rt-1", "rt-2"]).await.unwrap(),
+            [true, false]
+        );
+        let key = format!("{backend}:rt-1");
+        let owner = cluster.owner_of_slot(RedisCluster::slot_of(key.as_bytes()));
+        assert!(cluster.node(owner).get(key.as_bytes()).is_some());
+    }
+}
+
+#[tokio::test]
+async fn bad_seeds_are_clear_errors_without_the_password() {
+    let no_seed = ClusterStore::builder(Vec::<String>::new()).build().await;
+    assert!(matches!(no_seed, Err(Error::Config(_))), "{no_seed:?}");
+    let garbage = ClusterStore::builder(["not a url"]).build().await;
+    assert!(matches!(garbage, Err(Error::Config(_))), "{garbage:?}");
+    // Nobody listens on port 1: a prompt error, not a hang.
+    let secret = "redis://:hunter2@127.0.0.1:1/";
+    let builder = ClusterStore::builder([secret]).connect_timeout(Duration::from_millis(500));
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    let started = Instant::now();
+    let refused = builder.build().await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let error = refused.expect_err("nothing listens on port 1");
+    assert!(!format!("{error} {error:?}").contains("hunter2"), "{error:?}");
+    let zero = ClusterStore::builder([secret]).op_timeout(Duration::ZERO).build().await;
+    assert!(matches!(zero, Err(Error::Config(_))));
+}
+
+#[cfg(feature = "layered")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_reaches_every_instance_across_the_cluster() {
+    use liveness_store::{ForgetBroadcast, LayeredStore};
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    let prefix = "broadcast:";
+    let mut instances = Vec::new();
+    // Each instance subscribes through a different seed: PUBLISH crosses the cluster bus.
+    for seeds in [cluster.seed_urls(), cluster.seed_urls().into_iter().rev().collect()] {
+        let broadcast = ForgetBroadcast::new(seeds, prefix).unwrap();
+        let store = LayeredStore::builder(store(&cluster, prefix).await)
+            .remote_positive_ttl(Duration::from_secs(10))
+            .forget_broadcast(broadcast)
+            .build()
+            .unwrap();
+        instances.push(store);
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    let mut delays = Vec::new();
+    for i in 0..20 {
+        let id = format!("rt-{i}");
+        a.touch(&id, LONG).await.unwrap();
+        // B caches A's record as alive for 10 s; only the broadcast can undo that sooner.
+        assert_eq!(b.is_alive_batch(&[&id]).await.unwrap(), [true]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let started = loop {
+            // The first forget may race the subscriptions being set up: retry, bounded.
+            let started = Instant::now();
+            a.forget(&id).await;
+            let seen = loop {
+                if b.is_alive_batch(&[&id]).await.unwrap() == [false] {
+                    break true;
+                }
+                if started.elapsed() > Duration::from_millis(100) {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            if seen {
+                break started;
+            }
+            assert!(i == 0 && Instant::now() < deadline, "B missed A's forget of {id}");
+            a.touch(&id, LONG).await.unwrap();
+            assert_eq!(b.is_alive_batch(&[&id]).await.unwrap(), [true]);
+        };
+        delays.push(started.elapsed());
+    }
+    delays.sort();
+    println!(
+        "forget seen by the other instance across the cluster: median {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+    assert!(delays[delays.len() - 1] <= Duration::from_millis(100));
+}

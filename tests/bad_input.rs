@@ -85,6 +85,7 @@ struct Subject {
     name: &'static str,
     store: Arc<dyn LivenessStore>,
     server: Option<support::RedisServer>,
+    cluster: Option<support::cluster::RedisCluster>,
 }
 
 impl Subject {
@@ -93,6 +94,7 @@ impl Subject {
             name: "noop",
             store: Arc::new(NoopStore::new()),
             server: None,
+            cluster: None,
         }
     }
 
@@ -102,6 +104,7 @@ impl Subject {
             name: "memory",
             store: Arc::new(liveness_store::MemoryStore::new()),
             server: None,
+            cluster: None,
         }
     }
 
@@ -116,6 +119,7 @@ impl Subject {
             name: "redis",
             store: Arc::new(store),
             server: Some(server),
+            cluster: None,
         }
     }
 
@@ -127,6 +131,7 @@ impl Subject {
                 liveness_store::MemoryStore::new(),
             )),
             server: None,
+            cluster: None,
         }
     }
 
@@ -141,6 +146,23 @@ impl Subject {
             name: "layered over redis",
             store: Arc::new(liveness_store::LayeredStore::new(remote)),
             server: Some(server),
+            cluster: None,
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    async fn cluster() -> Subject {
+        let cluster = support::cluster::RedisCluster::start();
+        let store = liveness_store::ClusterStore::builder(cluster.seed_urls())
+            .recovery_floor(std::time::Duration::ZERO)
+            .build()
+            .await
+            .expect("connect to the test cluster");
+        Subject {
+            name: "cluster",
+            store: Arc::new(store),
+            server: None,
+            cluster: Some(cluster),
         }
     }
 
@@ -151,14 +173,17 @@ impl Subject {
             if let Some(server) = &self.server {
                 server.reset_stats();
             }
+            if let Some(cluster) = &self.cluster {
+                cluster.reset_stats();
+            }
             self.refuses(&case, good).await;
-            if let Some(server) = &self.server {
+            let calls = self.server.as_ref().map(support::RedisServer::total_calls);
+            let cluster_calls = self.cluster.as_ref().map(|c| c.total_calls());
+            for calls in [calls, cluster_calls].into_iter().flatten() {
                 assert_eq!(
-                    server.total_calls(),
-                    0,
+                    calls, 0,
                     "{}: {}: bad input reached Redis",
-                    self.name,
-                    case.name
+                    self.name, case.name
                 );
             }
         }
@@ -239,6 +264,12 @@ async fn memory_refuses_bad_input() {
 #[tokio::test]
 async fn redis_refuses_bad_input_without_sending_anything() {
     Subject::redis().await.refuses_every_case().await;
+}
+
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_refuses_bad_input_without_sending_anything() {
+    Subject::cluster().await.refuses_every_case().await;
 }
 
 #[cfg(all(feature = "layered", feature = "memory"))]
@@ -326,7 +357,22 @@ async fn open_refuses_what_it_cannot_build() {
 
     // (configuration, words the message must hold)
     let table = [
-        (StoreConfig::new(Backend::Cluster), vec!["cluster"]),
+        (
+            StoreConfig::new(Backend::Cluster),
+            if cfg!(feature = "cluster") {
+                vec!["cluster", "LIVENESS_REDIS_URL"]
+            } else {
+                vec!["feature `cluster`"]
+            },
+        ),
+        (
+            StoreConfig::new(Backend::LayeredCluster),
+            if cfg!(all(feature = "layered", feature = "cluster")) {
+                vec!["layered-cluster", "LIVENESS_REDIS_URL"]
+            } else {
+                vec!["feature"]
+            },
+        ),
         (
             StoreConfig::new(Backend::Redis),
             if cfg!(feature = "redis") {

@@ -7,6 +7,8 @@
 //! cluster each and run one at a time (the fault cases measure latencies on a 2-core machine).
 //! Measured figures are printed: `cargo test --all-features --test cluster -- --nocapture`.
 #![cfg(feature = "cluster")]
+// Without `layered` the fault cases (their fleet beats through a layered store) do not run.
+#![cfg_attr(not(feature = "layered"), allow(dead_code, unused_imports))]
 
 mod support;
 
@@ -36,7 +38,10 @@ fn builder(cluster: &RedisCluster, prefix: &str) -> liveness_store::ClusterStore
 }
 
 async fn store(cluster: &RedisCluster, prefix: &str) -> ClusterStore {
-    builder(cluster, prefix).build().await.expect("connect to the test cluster")
+    builder(cluster, prefix)
+        .build()
+        .await
+        .expect("connect to the test cluster")
 }
 
 /// Runs a blocking harness step (a reshard, a failover) off the runtime's threads, so the
@@ -131,6 +136,7 @@ async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master
     }
 }
 
+#[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layered_store_over_a_cluster_coalesces_and_reads_locally() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -150,10 +156,21 @@ async fn the_layered_store_over_a_cluster_coalesces_and_reads_locally() {
         for id in &refs {
             layered.touch(id, LONG).await.unwrap();
         }
-        assert!(layered.is_alive_batch(&refs).await.unwrap().iter().all(|a| *a));
+        assert!(
+            layered
+                .is_alive_batch(&refs)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| *a)
+        );
     }
     // 1,000 touches and 5 batches of 200, all answered from local memory.
-    assert_eq!(cluster.total_calls(), 0, "the layered store went to the cluster");
+    assert_eq!(
+        cluster.total_calls(),
+        0,
+        "the layered store went to the cluster"
+    );
     let stats = layered.stats();
     println!("layered over cluster: {stats:?}");
     assert_eq!(stats.coalesced_touches, 1_000);
@@ -161,6 +178,7 @@ async fn the_layered_store_over_a_cluster_coalesces_and_reads_locally() {
 
 /// A fleet as the fault cases drive it: a layered store over the cluster beats and reads, a
 /// plain `ClusterStore` (no local layer to hide behind) reads too.
+#[cfg(feature = "layered")]
 async fn fleet(cluster: &RedisCluster, prefix: &str) -> support::workload::Workload {
     let layered = liveness_store::LayeredStore::builder(store(cluster, prefix).await)
         .debounce(Duration::from_millis(300))
@@ -179,6 +197,7 @@ async fn fleet(cluster: &RedisCluster, prefix: &str) -> support::workload::Workl
     support::workload::Workload::start("runtime-", instances, rhythm).await
 }
 
+#[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_resharded_while_runtimes_beat() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -198,7 +217,10 @@ async fn slots_resharded_while_runtimes_beat() {
             .or_default()
             .insert(slot);
     }
-    let (&from, _) = by_master.iter().max_by_key(|(_, slots)| slots.len()).unwrap();
+    let (&from, _) = by_master
+        .iter()
+        .max_by_key(|(_, slots)| slots.len())
+        .unwrap();
     let to = *cluster.masters().iter().find(|m| **m != from).unwrap();
     let mut slots = by_master[&from].clone();
     let watched = probe
@@ -227,13 +249,18 @@ async fn slots_resharded_while_runtimes_beat() {
         summary.errors,
         summary.calls
     );
-    assert_eq!(report.recovering_reads(), 0, "a migration read as data loss");
+    assert_eq!(
+        report.recovering_reads(),
+        0,
+        "a migration read as data loss"
+    );
     for instance in &instances {
         assert_eq!(instance.data_losses(), 0);
     }
     drop(cluster);
 }
 
+#[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_fails_over_with_calls_bounded() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -256,7 +283,10 @@ async fn a_master_killed_fails_over_with_calls_bounded() {
     );
     let summary = report.assert_bounded("failover", OP_TIMEOUT + SLACK);
     report.assert_no_false_dead("failover");
-    assert!(summary.errors > 0, "the failover went unnoticed: was a master killed?");
+    assert!(
+        summary.errors > 0,
+        "the failover went unnoticed: was a master killed?"
+    );
     // The replica had the data: no loss, no recovery window.
     for instance in &instances {
         assert_eq!(instance.data_losses(), 0);
@@ -282,9 +312,7 @@ async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
     );
     for key in fresh.epoch_keys() {
         let owner = cluster.owner_of_slot(RedisCluster::slot_of(&key));
-        cluster
-            .node(owner)
-            .set_raw(&[b"SET", &key, old.as_bytes()]);
+        cluster.node(owner).set_raw(&[b"SET", &key, old.as_bytes()]);
     }
     drop(fresh);
     let writer = builder(&cluster, "lost:")
@@ -303,7 +331,14 @@ async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
     let beats: Vec<(&str, Duration)> = refs.iter().map(|id| (*id, window)).collect();
     writer.touch_many(&beats).await.unwrap();
     for store in [&writer, &reader] {
-        assert!(store.is_alive_batch(&refs).await.unwrap().iter().all(|a| *a));
+        assert!(
+            store
+                .is_alive_batch(&refs)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| *a)
+        );
         assert!(store.health().is_healthy());
     }
     let victim = cluster.owner_of_slot(RedisCluster::slot_of(&writer.key("rt-0")));
@@ -335,7 +370,14 @@ async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
     // Runtimes that beat again are alive at once; those of the lost master that have not
     // stay Recovering, not dead, for the rest of the window.
     writer.touch_many(&beats[..150]).await.unwrap();
-    assert!(writer.is_alive_batch(&refs[..150]).await.unwrap().iter().all(|a| *a));
+    assert!(
+        writer
+            .is_alive_batch(&refs[..150])
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| *a)
+    );
     assert!(matches!(
         reader.is_alive_batch(&refs).await,
         Err(Error::Recovering { .. })
@@ -384,8 +426,14 @@ async fn bad_seeds_are_clear_errors_without_the_password() {
     let refused = builder.build().await;
     assert!(started.elapsed() < Duration::from_secs(2));
     let error = refused.expect_err("nothing listens on port 1");
-    assert!(!format!("{error} {error:?}").contains("hunter2"), "{error:?}");
-    let zero = ClusterStore::builder([secret]).op_timeout(Duration::ZERO).build().await;
+    assert!(
+        !format!("{error} {error:?}").contains("hunter2"),
+        "{error:?}"
+    );
+    let zero = ClusterStore::builder([secret])
+        .op_timeout(Duration::ZERO)
+        .build()
+        .await;
     assert!(matches!(zero, Err(Error::Config(_))));
 }
 
@@ -398,7 +446,10 @@ async fn a_forget_reaches_every_instance_across_the_cluster() {
     let prefix = "broadcast:";
     let mut instances = Vec::new();
     // Each instance subscribes through a different seed: PUBLISH crosses the cluster bus.
-    for seeds in [cluster.seed_urls(), cluster.seed_urls().into_iter().rev().collect()] {
+    for seeds in [
+        cluster.seed_urls(),
+        cluster.seed_urls().into_iter().rev().collect(),
+    ] {
         let broadcast = ForgetBroadcast::new(seeds, prefix).unwrap();
         let store = LayeredStore::builder(store(&cluster, prefix).await)
             .remote_positive_ttl(Duration::from_secs(10))
@@ -431,7 +482,10 @@ async fn a_forget_reaches_every_instance_across_the_cluster() {
             if seen {
                 break started;
             }
-            assert!(i == 0 && Instant::now() < deadline, "B missed A's forget of {id}");
+            assert!(
+                i == 0 && Instant::now() < deadline,
+                "B missed A's forget of {id}"
+            );
             a.touch(&id, LONG).await.unwrap();
             assert_eq!(b.is_alive_batch(&[&id]).await.unwrap(), [true]);
         };

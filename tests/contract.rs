@@ -21,6 +21,8 @@ struct Subject {
     store: Arc<dyn LivenessStore>,
     /// The Redis the store talks to, kept alive for the test and asked for command counts.
     server: Option<support::RedisServer>,
+    /// The Redis Cluster the store talks to, shared by the cases of one test.
+    cluster: Option<Arc<support::cluster::RedisCluster>>,
     /// `true`: tokio's paused clock, advanced exactly. `false`: real time, where Redis expires.
     paused_clock: bool,
     /// The layered store's false-"alive" allowance past a record's ttl (debounce and
@@ -41,6 +43,7 @@ impl Subject {
         Subject {
             store: Arc::new(liveness_store::MemoryStore::new()),
             server: None,
+            cluster: None,
             paused_clock: true,
             layered: None,
         }
@@ -56,6 +59,7 @@ impl Subject {
         Subject {
             store: Arc::new(store),
             server: Some(server),
+            cluster: None,
             paused_clock: false,
             layered: None,
         }
@@ -94,6 +98,29 @@ impl Subject {
         Subject::layered(remote, base)
     }
 
+    /// A `ClusterStore` on `cluster`, its keys under `prefix` so that the cases sharing one
+    /// cluster do not see each other's records.
+    #[cfg(feature = "cluster")]
+    async fn cluster(cluster: &Arc<support::cluster::RedisCluster>, prefix: &str) -> Subject {
+        let store = cluster_store(cluster, prefix).await;
+        Subject {
+            store: Arc::new(store),
+            server: None,
+            cluster: Some(Arc::clone(cluster)),
+            paused_clock: false,
+            layered: None,
+        }
+    }
+
+    #[cfg(all(feature = "layered", feature = "cluster"))]
+    async fn layered_cluster(
+        cluster: &Arc<support::cluster::RedisCluster>,
+        prefix: &str,
+    ) -> Subject {
+        let remote = cluster_store(cluster, prefix).await;
+        Subject::layered(remote, Subject::cluster(cluster, prefix).await)
+    }
+
     /// How long past `ttl` a record may still read alive: zero for plain stores, the clamped
     /// debounce plus the remote-positive ttl for the layered store (invariant 3).
     fn grace(&self, ttl: Duration) -> Duration {
@@ -124,11 +151,21 @@ impl Subject {
         if let Some(server) = &self.server {
             server.reset_stats();
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.reset_stats();
+        }
     }
 
     fn assert_no_commands_sent(&self) {
         if let Some(server) = &self.server {
             assert_eq!(server.total_calls(), 0, "the store sent commands to Redis");
+        }
+        if let Some(cluster) = &self.cluster {
+            assert_eq!(
+                cluster.total_calls(),
+                0,
+                "the store sent commands to the cluster"
+            );
         }
     }
 
@@ -141,6 +178,20 @@ impl Subject {
 }
 
 const LONG: Duration = Duration::from_secs(90);
+
+#[cfg(feature = "cluster")]
+async fn cluster_store(
+    cluster: &support::cluster::RedisCluster,
+    prefix: &str,
+) -> liveness_store::ClusterStore {
+    liveness_store::ClusterStore::builder(cluster.seed_urls())
+        .key_prefix(prefix)
+        // The test's cluster holds everything the test wrote: trust it at once.
+        .recovery_floor(Duration::ZERO)
+        .build()
+        .await
+        .expect("connect to the test cluster")
+}
 
 mod suite {
     use super::*;
@@ -382,6 +433,40 @@ contract_suite!(
     tokio::test,
     Subject::layered_redis().await
 );
+
+/// Runs every case of [`suite`] in turn on one Redis Cluster (starting a six-node cluster per
+/// case would cost more than the cases), each on a fresh store under its own key prefix.
+#[cfg(feature = "cluster")]
+macro_rules! whole_suite_on_one_cluster {
+    ($name:ident, $subject:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let cluster = Arc::new(support::cluster::RedisCluster::start());
+            macro_rules! case {
+                ($case:ident) => {
+                    let prefix = concat!(stringify!($name), ":", stringify!($case), ":");
+                    suite::$case($subject(&cluster, prefix).await).await;
+                };
+            }
+            case!(read_your_writes);
+            case!(records_expire_after_their_ttl);
+            case!(a_touch_renews_the_record);
+            case!(forget_drops_only_its_record);
+            case!(an_empty_batch_sends_nothing);
+            case!(answers_keep_input_order_and_duplicates);
+            case!(a_batch_of_5000_mixed_ids);
+            case!(bad_input_is_refused_and_sends_nothing);
+            case!(odd_ids_are_opaque);
+            case!(touch_many_writes_every_beat);
+        }
+    };
+}
+
+#[cfg(feature = "cluster")]
+whole_suite_on_one_cluster!(cluster_store_on_a_six_node_cluster, Subject::cluster);
+
+#[cfg(all(feature = "layered", feature = "cluster"))]
+whole_suite_on_one_cluster!(layered_over_cluster, Subject::layered_cluster);
 
 /// The noop store keeps the reference's answers: the parts of the contract that apply.
 mod noop {

@@ -157,12 +157,10 @@ impl ClusterStoreBuilder {
             .min_retry_wait(10)
             .max_retry_wait(u64::try_from(self.op_timeout.as_millis() / 4).unwrap_or(u64::MAX))
             .build()
-            .map_err(|e| Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds))))?;
-        let epochs = ClusterEpochs::new(
-            self.key_prefix.as_bytes(),
-            self.recovery_floor,
-            &name,
-        );
+            .map_err(|e| {
+                Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds)))
+            })?;
+        let epochs = ClusterEpochs::new(self.key_prefix.as_bytes(), self.recovery_floor, &name);
         let record_slots: Vec<u16> = epochs.slots().collect();
         let connect = async {
             let mut connection = client.get_async_connection().await?;

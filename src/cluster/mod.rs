@@ -168,7 +168,8 @@ impl ClusterStore {
         if !answered {
             // The master may be gone, and the connection stuck on it (see `connection`).
             self.connection.replace_soon();
-            self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
+            self.topology
+                .refresh_soon(&self.connection.get(), self.op_timeout);
         }
         result
     }
@@ -183,10 +184,8 @@ impl ClusterStore {
     ) -> Vec<GroupOutcome> {
         let sends = groups.into_iter().map(|group| {
             let mut connection = self.connection.get();
-            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(
-                group.route_slot,
-                SlotAddr::Master,
-            ));
+            let route =
+                SingleNodeRoutingInfo::SpecificNode(Route::new(group.route_slot, SlotAddr::Master));
             async move {
                 let reply = connection
                     .route_pipeline(group.pipeline, 0, group.commands, route)
@@ -266,7 +265,8 @@ impl ClusterStore {
     /// Sends `commands` one by one, at once, each routed by redis-rs by its key to wherever it
     /// finds it now (following one `MOVED` or `ASK`), and refreshes the store's own slot map meanwhile.
     async fn resend(&self, commands: Vec<Cmd>) -> Vec<std::result::Result<Value, RedisError>> {
-        self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
+        self.topology
+            .refresh_soon(&self.connection.get(), self.op_timeout);
         let sends = commands.into_iter().map(|command| {
             let mut connection = self.connection.get();
             async move {
@@ -303,7 +303,8 @@ impl ClusterStore {
                     }
                 }
                 GroupOutcome::Failed { error, answered } => {
-                    self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
+                    self.topology
+                        .refresh_soon(&self.connection.get(), self.op_timeout);
                     return Err((self.backend_error(op, &error), answered));
                 }
             }
@@ -351,7 +352,11 @@ impl ClusterStore {
         let keys: Vec<&[u8]> = self.epochs.keys().map(|(_, key)| key).collect();
         let value = epochs::fresh_value();
         plan::writes(&topology, &self.epochs, &slots, |pipeline, position| {
-            pipeline.cmd("SET").arg(keys[position]).arg(&value).arg("NX");
+            pipeline
+                .cmd("SET")
+                .arg(keys[position])
+                .arg(&value)
+                .arg("NX");
         })
     }
 
@@ -484,7 +489,11 @@ impl ClusterStore {
         let slots = self.slots(&keys);
         let topology = self.topology.current();
         let groups = plan::writes(&topology, &self.epochs, &slots, |pipeline, position| {
-            pipeline.add_command(Self::set_command(&keys[position], beats[position].1, now_ms));
+            pipeline.add_command(Self::set_command(
+                &keys[position],
+                beats[position].1,
+                now_ms,
+            ));
         });
         let outcomes = self
             .send_groups(groups, |_, reply| match reply {
@@ -520,7 +529,8 @@ impl ClusterStore {
             Err(error) => {
                 let answered = server_answered(&error);
                 if !answered || is_redirect(&error) {
-                    self.topology.refresh_soon(&self.connection.get(), self.op_timeout);
+                    self.topology
+                        .refresh_soon(&self.connection.get(), self.op_timeout);
                 }
                 (Err(self.backend_error(op, &error)), answered)
             }
@@ -562,11 +572,7 @@ fn is_redirect(error: &RedisError) -> bool {
 fn unexpected(reply: &Value) -> RedisError {
     match reply.clone().extract_error() {
         Err(error) => error,
-        Ok(other) => RedisError::from((
-            ErrorKind::Parse,
-            "unexpected reply",
-            format!("{other:?}"),
-        )),
+        Ok(other) => RedisError::from((ErrorKind::Parse, "unexpected reply", format!("{other:?}"))),
     }
 }
 

@@ -126,7 +126,10 @@ pub(super) fn writes(
                 write(&mut pipeline, position);
             }
             let route_slot = slots[positions[0]];
-            let parts = positions.into_iter().map(|position| vec![position]).collect();
+            let parts = positions
+                .into_iter()
+                .map(|position| vec![position])
+                .collect();
             finish(topology, epochs, master, route_slot, pipeline, parts)
         })
         .collect()

@@ -10,8 +10,8 @@ pub(crate) const SLOTS: usize = 16_384;
 /// The slot of `key`.
 pub(crate) fn key_slot(key: &[u8]) -> u16 {
     let hashed = hash_tag(key).unwrap_or(key);
-    // The remainder is below 16,384, so it fits.
-    (crc16(hashed) % SLOTS as u16) as u16
+    // 16,384 is a power of two: the remainder is the low 14 bits.
+    crc16(hashed) & (SLOTS - 1) as u16
 }
 
 /// The hash tag of `key`: what lies between its first `{` and the `}` after it, when that is

@@ -43,7 +43,10 @@ pub(super) struct Topology {
 impl Topology {
     /// The master serving `slot`, or [`UNSERVED`].
     pub(super) fn owner(&self, slot: u16) -> u16 {
-        self.owner.get(usize::from(slot)).copied().unwrap_or(UNSERVED)
+        self.owner
+            .get(usize::from(slot))
+            .copied()
+            .unwrap_or(UNSERVED)
     }
 
     /// How many masters serve slots.
@@ -104,7 +107,9 @@ fn parse_range(range: &Value) -> Option<(u16, u16, String)> {
         return None;
     };
     let slot = |value: &Value| match value {
-        Value::Int(slot) => u16::try_from(*slot).ok().filter(|s| usize::from(*s) < SLOTS),
+        Value::Int(slot) => u16::try_from(*slot)
+            .ok()
+            .filter(|s| usize::from(*s) < SLOTS),
         _ => None,
     };
     let start = slot(fields.first()?)?;
@@ -118,13 +123,15 @@ fn parse_range(range: &Value) -> Option<(u16, u16, String)> {
         Some(Value::Int(number)) => Some(number.to_string()),
         _ => None,
     };
-    let name = text(master.get(2)).filter(|id| !id.is_empty()).or_else(|| {
-        Some(format!(
-            "{}:{}",
-            text(master.first()).unwrap_or_default(),
-            text(master.get(1))?
-        ))
-    })?;
+    let name = text(master.get(2))
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            Some(format!(
+                "{}:{}",
+                text(master.first()).unwrap_or_default(),
+                text(master.get(1))?
+            ))
+        })?;
     (start <= end).then_some((start, end, name))
 }
 
@@ -163,8 +170,9 @@ impl TopologyCell {
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             )
             .await?;
-        Topology::from_cluster_slots(&reply, record_slots.iter().copied())
-            .map_err(|message| RedisError::from((redis::ErrorKind::Parse, "CLUSTER SLOTS", message)))
+        Topology::from_cluster_slots(&reply, record_slots.iter().copied()).map_err(|message| {
+            RedisError::from((redis::ErrorKind::Parse, "CLUSTER SLOTS", message))
+        })
     }
 
     /// Fetches the slot map again now, and keeps it.
@@ -178,7 +186,11 @@ impl TopologyCell {
     /// Fetches the slot map again in the background, unless a fetch is running or one ran
     /// less than [`MIN_REFRESH_INTERVAL`] ago. A failed fetch keeps the old map; the next
     /// redirect or failure tries again.
-    pub(super) fn refresh_soon(self: &Arc<Self>, connection: &ClusterConnection, timeout: Duration) {
+    pub(super) fn refresh_soon(
+        self: &Arc<Self>,
+        connection: &ClusterConnection,
+        timeout: Duration,
+    ) {
         if self.last_refresh.lock().elapsed() < MIN_REFRESH_INTERVAL
             || self.refreshing.swap(true, Ordering::AcqRel)
         {

@@ -8,39 +8,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Ids, RedisServer, TTL};
+use common::{Ids, RedisServer};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use liveness_store::LivenessStore;
 
 const TASKS: [usize; 3] = [1, 16, 256];
-
-/// Runs `iters` rounds in which each of `tasks` tasks touches its own runtime; the time of all
-/// rounds.
-async fn rounds(
-    store: Arc<dyn LivenessStore>,
-    ids: Arc<Vec<String>>,
-    tasks: usize,
-    iters: u64,
-) -> Duration {
-    let per_task = usize::try_from(iters).expect("iterations fit in memory");
-    let start = Instant::now();
-    let mut running = tokio::task::JoinSet::new();
-    for task in 0..tasks {
-        let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
-        running.spawn(async move {
-            for round in 0..per_task {
-                let id = &ids[(round * tasks + task) % ids.len()];
-                store.touch(id, TTL).await.unwrap();
-            }
-        });
-    }
-    while let Some(task) = running.join_next().await {
-        task.unwrap();
-    }
-    start.elapsed()
-}
 
 fn concurrent_touch(c: &mut Criterion) {
     let rt = common::runtime();
@@ -64,8 +38,9 @@ fn concurrent_touch(c: &mut Criterion) {
         group.throughput(Throughput::Elements(tasks as u64));
         for (name, store) in &stores {
             group.bench_with_input(BenchmarkId::new(*name, tasks), &tasks, |b, &tasks| {
-                b.to_async(&rt)
-                    .iter_custom(|iters| rounds(Arc::clone(store), Arc::clone(&ids), tasks, iters));
+                b.to_async(&rt).iter_custom(|iters| {
+                    common::touch_rounds(Arc::clone(store), Arc::clone(&ids), tasks, iters)
+                });
             });
         }
     }

@@ -49,20 +49,8 @@ fn is_alive_batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("is_alive_batch");
     for size in SIZES {
         // Consecutive ids, so each batch holds the local share of the whole.
-        let start = |n: usize| (n * size) % (ids.ids.len() - size + 1);
-        let batches: Vec<Vec<&str>> = (0..ids.ids.len() / size)
-            .map(|n| {
-                ids.ids[start(n)..start(n) + size]
-                    .iter()
-                    .map(String::as_str)
-                    .collect()
-            })
-            .collect();
-        let next = std::cell::Cell::new(0);
-        let batch = || {
-            next.set((next.get() + 1) % batches.len());
-            &batches[next.get()]
-        };
+        let batches = common::Batches::new(&ids.ids, size);
+        let batch = || batches.next();
         group.throughput(Throughput::Elements(size as u64));
         group.bench_with_input(BenchmarkId::new("RedisStore", size), &size, |b, _| {
             b.to_async(&rt).iter(|| {

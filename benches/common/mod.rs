@@ -1,15 +1,23 @@
-//! What the benches share: a throw-away `redis-server`, the stores under test built the same
-//! way in every bench, and 100,000 runtime ids to cycle through.
+//! What the benches share: a throw-away `redis-server` (or Redis Cluster), the stores under test
+//! built the same way in every bench, 100,000 runtime ids to cycle through, and the concurrent
+//! touch loop.
 #![allow(dead_code)] // Not every bench uses every helper.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use liveness_store::{LayeredStore, LivenessStore, RedisStore};
+#[cfg(feature = "cluster")]
+use liveness_store::ClusterStore;
+#[cfg(feature = "layered")]
+use liveness_store::LayeredStore;
+use liveness_store::{LivenessStore, RedisStore};
 pub use support::RedisServer;
+#[cfg(feature = "cluster")]
+pub use support::cluster::RedisCluster;
 
 /// Runtimes every bench works on.
 pub const RUNTIMES: usize = 100_000;
@@ -36,7 +44,22 @@ pub async fn redis_store(server: &RedisServer) -> RedisStore {
         .expect("connect to the bench's redis-server")
 }
 
+/// `ClusterStore` as a server would build it, with [`redis_store`]'s timeout. The bench's
+/// cluster is new, and a store distrusts "dead" answers from a master whose records are younger
+/// than the recovery floor (90 s by default); it holds everything the bench wrote, so a zero
+/// floor trusts it at once.
+#[cfg(feature = "cluster")]
+pub async fn cluster_store(cluster: &RedisCluster) -> ClusterStore {
+    ClusterStore::builder(cluster.seed_urls())
+        .op_timeout(Duration::from_secs(5))
+        .recovery_floor(Duration::ZERO)
+        .build()
+        .await
+        .expect("connect to the bench's redis cluster")
+}
+
 /// A layered store over Redis. `debounce` zero writes every touch through.
+#[cfg(feature = "layered")]
 pub async fn layered_store(
     server: &RedisServer,
     debounce: Duration,
@@ -78,4 +101,61 @@ impl Ids {
         self.next.set(next);
         &self.ids[next]
     }
+}
+
+/// Batches of `size` consecutive ids that together cover the ids once, handed out in turn, so
+/// every iteration asks about different runtimes without allocating.
+pub struct Batches<'a> {
+    batches: Vec<Vec<&'a str>>,
+    next: Cell<usize>,
+}
+
+impl<'a> Batches<'a> {
+    pub fn new(ids: &'a [String], size: usize) -> Self {
+        let start = |n: usize| (n * size) % (ids.len() - size + 1);
+        Batches {
+            batches: (0..ids.len() / size)
+                .map(|n| {
+                    ids[start(n)..start(n) + size]
+                        .iter()
+                        .map(String::as_str)
+                        .collect()
+                })
+                .collect(),
+            next: Cell::new(0),
+        }
+    }
+
+    pub fn next(&self) -> &[&'a str] {
+        let next = (self.next.get() + 1) % self.batches.len();
+        self.next.set(next);
+        &self.batches[next]
+    }
+}
+
+/// Runs `iters` rounds in which each of `tasks` tasks touches its own runtime (round `r`, task
+/// `t`: id `r * tasks + t`, cycling); the time of all rounds. For criterion's `iter_custom`,
+/// one iteration being one touch by every task.
+pub async fn touch_rounds(
+    store: Arc<dyn LivenessStore>,
+    ids: Arc<Vec<String>>,
+    tasks: usize,
+    iters: u64,
+) -> Duration {
+    let per_task = usize::try_from(iters).expect("iterations fit in memory");
+    let start = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for task in 0..tasks {
+        let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+        running.spawn(async move {
+            for round in 0..per_task {
+                let id = &ids[(round * tasks + task) % ids.len()];
+                store.touch(id, TTL).await.unwrap();
+            }
+        });
+    }
+    while let Some(task) = running.join_next().await {
+        task.unwrap();
+    }
+    start.elapsed()
 }

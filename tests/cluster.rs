@@ -44,6 +44,21 @@ async fn store(cluster: &RedisCluster, prefix: &str) -> ClusterStore {
         .expect("connect to the test cluster")
 }
 
+/// Makes the epoch records under `prefix` look a minute old, as in a fleet that has run a
+/// while: a younger record is distrusted from the start, which would hide a loss.
+async fn age_epoch_records(cluster: &RedisCluster, prefix: &str) {
+    let probe = store(cluster, prefix).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let old = format!("{}-0", now_ms - 60_000);
+    for key in probe.epoch_keys() {
+        let owner = cluster.owner_of_slot(RedisCluster::slot_of(&key));
+        cluster.node(owner).set_raw(&[b"SET", &key, old.as_bytes()]);
+    }
+}
+
 /// Runs a blocking harness step (a reshard, a failover) off the runtime's threads, so the
 /// workload keeps running meanwhile; gives the cluster back.
 async fn blocking<T: Send + 'static>(
@@ -86,8 +101,8 @@ async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master
         assert_eq!(*alive, i % 2 == 0 || i == 1, "{}", all[i]);
     }
 
-    // A batch is one GET per slot holding one of its keys, one MGET per slot holding more,
-    // and one epoch read per master it reaches: nothing crosses slots, nothing is redirected.
+    // A batch is one MGET per slot holding any of its keys, the slot's epoch record first,
+    // in one pipeline per master: nothing crosses slots, nothing is redirected.
     for (name, ids) in [("plain", &plain), ("tagged", &tagged)] {
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let mut per_slot: BTreeMap<u16, usize> = BTreeMap::new();
@@ -100,39 +115,45 @@ async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master
             .keys()
             .map(|slot| cluster.owner_of_slot(*slot))
             .collect();
-        let singles = per_slot.values().filter(|n| **n == 1).count() as u64;
-        let multis = per_slot.values().filter(|n| **n > 1).count() as u64;
         cluster.reset_stats();
         store.is_alive_batch(&refs).await.unwrap();
-        assert_eq!(cluster.calls("mget"), multis, "{name}: MGETs");
         assert_eq!(
-            cluster.calls("get"),
-            singles + masters.len() as u64,
-            "{name}: GETs"
+            cluster.calls("mget"),
+            per_slot.len() as u64,
+            "{name}: MGETs"
+        );
+        assert_eq!(
+            cluster.total_calls(),
+            per_slot.len() as u64,
+            "{name}: other commands"
         );
         assert_eq!(cluster.calls("asking"), 0, "{name}: redirected");
         println!(
-            "{name}: {} ids, {} slots, {} masters: {singles} GET + {multis} MGET + {} epoch reads",
+            "{name}: {} ids in {} slots on {} masters: {} MGETs",
             refs.len(),
             per_slot.len(),
             masters.len(),
-            masters.len()
+            per_slot.len()
         );
     }
-    // The tenants' ids share their tag's slot: ten slots, ten MGETs.
+    // The tenants' ids share their tag's slot: ten slots.
     let tenant_slots: BTreeSet<u16> = tagged
         .iter()
         .map(|id| RedisCluster::slot_of(&store.key(id)))
         .collect();
     assert_eq!(tenant_slots.len(), 10);
 
-    // Every master holds an epoch record in its own slots.
-    for master in cluster.masters() {
-        let held = store.epoch_keys().into_iter().any(|key| {
-            cluster.owner_of_slot(RedisCluster::slot_of(&key)) == master
-                && cluster.node(master).get(&key).is_some()
-        });
-        assert!(held, "master {master} holds no epoch record");
+    // Every slot holds its epoch record, on the slot's master.
+    let records = store.epoch_keys();
+    assert_eq!(records.len(), 16_384);
+    let slots: BTreeSet<u16> = records.iter().map(|k| RedisCluster::slot_of(k)).collect();
+    assert_eq!(slots.len(), 16_384);
+    for key in records.iter().step_by(97) {
+        let owner = cluster.owner_of_slot(RedisCluster::slot_of(key));
+        assert!(
+            cluster.node(owner).get(key).is_some(),
+            "a missing epoch record"
+        );
     }
 }
 
@@ -205,9 +226,8 @@ async fn slots_resharded_while_runtimes_beat() {
     let prefix = "reshard:";
     let workload = fleet(&cluster, prefix).await;
     let probe = store(&cluster, prefix).await;
-    // Every slot holding a runtime of the busiest master moves to another master, and so
-    // does the slot of the epoch record that master is watched through (its lowest): the
-    // record moves with the data and must not read as a loss.
+    // Every slot holding a runtime of the busiest master moves to another master, with the
+    // slot's epoch record: it moves with the data and must not read as a loss.
     let slot_of_runtime = |id: &str| RedisCluster::slot_of(&probe.key(id));
     let mut by_master: BTreeMap<usize, BTreeSet<u16>> = BTreeMap::new();
     for id in workload.ids.iter() {
@@ -222,15 +242,7 @@ async fn slots_resharded_while_runtimes_beat() {
         .max_by_key(|(_, slots)| slots.len())
         .unwrap();
     let to = *cluster.masters().iter().find(|m| **m != from).unwrap();
-    let mut slots = by_master[&from].clone();
-    let watched = probe
-        .epoch_keys()
-        .iter()
-        .map(|key| RedisCluster::slot_of(key))
-        .filter(|slot| cluster.owner_of_slot(*slot) == from)
-        .min()
-        .expect("the master has an epoch record");
-    slots.insert(watched);
+    let slots = by_master[&from].clone();
     let moved = slots.len();
 
     let started = Instant::now();
@@ -299,22 +311,7 @@ async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
     let _one = ONE_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start();
     let window = Duration::from_secs(30);
-    // A cluster whose epoch records are older than the window, as in a running fleet (a
-    // younger one is distrusted from the start, which would hide the loss).
-    let fresh = store(&cluster, "lost:").await;
-    let old = format!(
-        "{}-0",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            - 2 * window.as_millis()
-    );
-    for key in fresh.epoch_keys() {
-        let owner = cluster.owner_of_slot(RedisCluster::slot_of(&key));
-        cluster.node(owner).set_raw(&[b"SET", &key, old.as_bytes()]);
-    }
-    drop(fresh);
+    age_epoch_records(&cluster, "lost:").await;
     let writer = builder(&cluster, "lost:")
         .recovery_floor(window)
         .build()
@@ -383,6 +380,50 @@ async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
         Err(Error::Recovering { .. })
     ));
     drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_emptied_on_its_own_reads_recovering_never_dead() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = RedisCluster::start();
+    age_epoch_records(&cluster, "slot:").await;
+    let store = builder(&cluster, "slot:")
+        .recovery_floor(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..50).map(|i| format!("{{tenant}}:rt-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let beats: Vec<(&str, Duration)> = refs.iter().map(|id| (*id, LONG)).collect();
+    store.touch_many(&beats).await.unwrap();
+    assert!(
+        store
+            .is_alive_batch(&refs)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| *a)
+    );
+    // One slot loses its keys, its epoch record with them, while its master and every other
+    // slot keep theirs (as when a master without a replica dies and its slots are handed,
+    // empty, to another master).
+    let slot = RedisCluster::slot_of(&store.key(refs[0]));
+    let owner = cluster.owner_of_slot(slot);
+    let mut connection = cluster.node(owner).connection();
+    let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(1_000)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(keys.len(), 51, "50 runtimes and the slot's epoch record");
+    let _: () = redis::cmd("DEL").arg(&keys).query(&mut connection).unwrap();
+    let answer = store.is_alive_batch(&refs).await;
+    assert!(
+        matches!(answer, Err(Error::Recovering { .. })),
+        "expected Recovering, got {answer:?}"
+    );
+    assert_eq!(store.data_losses(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,10 +161,9 @@ impl ClusterStoreBuilder {
                 Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds)))
             })?;
         let epochs = ClusterEpochs::new(self.key_prefix.as_bytes(), self.recovery_floor, &name);
-        let record_slots: Vec<u16> = epochs.slots().collect();
         let connect = async {
             let mut connection = client.get_async_connection().await?;
-            let topology = TopologyCell::fetch(&mut connection, &record_slots).await?;
+            let topology = TopologyCell::fetch(&mut connection).await?;
             Ok::<_, redis::RedisError>((connection, topology))
         };
         let op = "connect";
@@ -177,7 +176,7 @@ impl ClusterStoreBuilder {
             .map_err(|e| Error::backend(op, scrub(&e.to_string(), &seeds)))?;
         let store = ClusterStore {
             connection: Arc::new(Connection::new(client, connection, self.connect_timeout)),
-            topology: Arc::new(TopologyCell::new(topology, record_slots)),
+            topology: Arc::new(TopologyCell::new(topology)),
             epochs,
             key_prefix: self.key_prefix.into_bytes(),
             op_timeout: self.op_timeout,
@@ -186,8 +185,9 @@ impl ClusterStoreBuilder {
             breaker: Breaker::new(self.breaker, self.op_timeout, name.clone()),
             name,
             forget_log: LogLimit::new(),
+            creating_records: Arc::default(),
         };
-        store.first_look().await?;
+        store.first_look(self.connect_timeout).await?;
         Ok(store)
     }
 

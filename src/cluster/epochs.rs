@@ -1,118 +1,128 @@
-//! Data-loss detection on Redis Cluster: an epoch record in every master's slots.
+//! Data-loss detection on Redis Cluster: an epoch record in every slot.
 //!
-//! Each master loses its data on its own (a replica promoted before it had synced, a master
-//! restarted without persistence), so one epoch record for the whole cluster would watch a
-//! single master. Instead the store keeps records `<prefix>` NUL `epoch{N}`, whose hash tags
-//! place one in each block of 64 slots, and every pipeline it sends to a master reads back the
-//! record in that master's lowest tagged slot. A record moves with its slot when the slot is
-//! resharded, like the runtimes' records beside it, so a migration is not mistaken for a loss.
+//! Masters lose data on their own (a replica promoted before it had synced, a master restarted
+//! without persistence), and slots can lose data on their own too (a master with no replica
+//! dies and its slots are handed, empty, to another one). So the store keeps one epoch record
+//! per slot, `<prefix>` NUL `epoch{N}` with `N` chosen so the record's hash tag lands in that
+//! slot, and reads a slot's record in the very `MGET` that reads the slot's keys: a "dead"
+//! answer is vouched for by the record beside it, whatever happened to that slot and wherever
+//! it lives now. A record moves with its slot when the slot is resharded, like the runtimes'
+//! records beside it, so a reshard is not mistaken for a loss.
 //!
 //! The records are created together, with one value, when the store connects and after every
-//! loss, so that a master's watched record changing to another of its records (a reshard)
-//! finds one as old as the first. What a missing or changed record means, and the recovery
-//! window that follows, is exactly the single-node store's (see `redis::epoch`).
+//! loss. What a missing or changed record means, and the recovery window that follows, is the
+//! single-node store's (see `redis::epoch`); the records themselves stay silent, and this
+//! module logs once per loss, however many slots it spans, and counts it once.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::{Pipeline, Value};
+use redis::Value;
 use tokio::time::Instant;
 
 use super::slot::{SLOTS, key_slot};
 pub(super) use crate::redis::epoch::fresh_value;
-use crate::redis::epoch::{EPOCH_SUFFIX, Epoch, EpochCheck};
+use crate::redis::epoch::{EPOCH_SUFFIX, Epoch, EpochCheck, Observation};
 
-/// Slots per block that holds one epoch record: 256 records for 16,384 slots. A master owning
-/// no whole block still has a record if one of its slots holds one; one owning none of the 256
-/// tagged slots has no loss detection (it serves fewer than 64 slots, or a hand-made layout).
-const SLOTS_PER_RECORD: usize = 64;
-/// Candidate tags tried before giving up on filling every block (a prefix with its own hash
-/// tag sends every key to one slot, so only one block can ever be filled).
-const MAX_CANDIDATES: usize = 64 * (SLOTS / SLOTS_PER_RECORD);
+/// Candidate tags tried before giving up on a record for every slot (a prefix with its own
+/// hash tag sends every key to one slot, so only that one can ever get a record).
+const MAX_CANDIDATES: u32 = 64 * SLOTS as u32;
 
 /// The cluster's epoch records and what this store knows about each.
-#[derive(Debug)]
 pub(super) struct ClusterEpochs {
-    records: Vec<Record>,
-    /// Losses detected over all records.
+    /// By slot; `None` where no candidate tag landed.
+    records: Vec<Option<Epoch>>,
+    /// Loss events detected.
     losses: AtomicU64,
-    /// The latest recovery window (start, end) over all records.
-    recovery: Mutex<Option<(Instant, Instant)>>,
+    state: Mutex<Aggregate>,
     max_ttl_ms: Arc<AtomicU64>,
+    /// The seeds, redacted, for log lines.
+    name: Arc<str>,
 }
 
-#[derive(Debug)]
-struct Record {
-    slot: u16,
-    epoch: Epoch,
+#[derive(Debug, Default)]
+struct Aggregate {
+    /// The latest recovery window (start, end) over all records.
+    recovery: Option<(Instant, Instant)>,
+    /// Losses found before this belong to the loss event already counted.
+    loss_event_until: Option<Instant>,
 }
 
-/// An epoch read added to one master's pipeline.
+/// A slot's record read inside a command.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RecordCheck {
-    record: usize,
+pub(super) struct SlotCheck {
+    slot: u16,
     check: EpochCheck,
 }
 
-impl RecordCheck {
-    /// Replies the check adds at the end of its pipeline.
-    pub(super) fn replies(&self) -> usize {
-        self.check.replies
-    }
+/// What a record read said, for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Read {
+    /// The "dead" answers read beside it may be given out.
+    pub(super) vouches: bool,
+    /// The record was missing: the records should be created again.
+    pub(super) missing: bool,
 }
 
 impl ClusterEpochs {
     pub(super) fn new(prefix: &[u8], recovery_floor: Duration, name: &str) -> ClusterEpochs {
         let max_ttl_ms = Arc::new(AtomicU64::new(0));
-        let mut blocks: Vec<Option<(u16, Vec<u8>)>> = vec![None; SLOTS / SLOTS_PER_RECORD];
+        let name: Arc<str> = name.into();
+        let mut records: Vec<Option<Epoch>> = (0..SLOTS).map(|_| None).collect();
         let mut filled = 0;
+        let mut key = prefix.to_vec();
+        key.extend_from_slice(EPOCH_SUFFIX);
+        let base = key.len();
         for candidate in 0..MAX_CANDIDATES {
-            if filled == blocks.len() {
+            // About 170,000 candidates fill every slot; a prefix with its own hash tag shows
+            // at once, every candidate landing in its one slot.
+            if filled == SLOTS || (candidate == 4_096 && filled == 1) {
                 break;
             }
-            let mut key = prefix.to_vec();
-            key.extend_from_slice(EPOCH_SUFFIX);
-            key.extend_from_slice(format!("{{{candidate}}}").as_bytes());
-            let slot = key_slot(&key);
-            let block = &mut blocks[usize::from(slot) / SLOTS_PER_RECORD];
-            if block.is_none() {
-                *block = Some((slot, key));
+            key.truncate(base);
+            // Writing into a Vec cannot fail.
+            let _ = write!(key, "{{{candidate}}}");
+            let record = &mut records[usize::from(key_slot(&key))];
+            if record.is_none() {
+                *record = Some(Epoch::with_key(
+                    key.clone(),
+                    recovery_floor,
+                    Arc::clone(&name),
+                    Arc::clone(&max_ttl_ms),
+                ));
                 filled += 1;
             }
         }
-        let records = blocks
-            .into_iter()
-            .flatten()
-            .map(|(slot, key)| Record {
-                slot,
-                epoch: Epoch::with_key(
-                    key,
-                    recovery_floor,
-                    name.to_owned(),
-                    Arc::clone(&max_ttl_ms),
-                ),
-            })
-            .collect();
         ClusterEpochs {
             records,
             losses: AtomicU64::new(0),
-            recovery: Mutex::new(None),
+            state: Mutex::new(Aggregate::default()),
             max_ttl_ms,
+            name,
         }
     }
 
-    /// Every record's slot, in the order [`watched`](Self::add_check) indexes them (ascending).
-    pub(super) fn slots(&self) -> impl Iterator<Item = u16> + '_ {
-        self.records.iter().map(|record| record.slot)
+    /// The record key of `slot`, if it has one.
+    pub(super) fn key(&self, slot: u16) -> Option<&[u8]> {
+        self.record(slot).map(Epoch::key)
     }
 
-    /// Every record's key, with its slot.
+    /// Every record's slot and key.
     pub(super) fn keys(&self) -> impl Iterator<Item = (u16, &[u8])> + '_ {
         self.records
             .iter()
-            .map(|record| (record.slot, record.epoch.key()))
+            .enumerate()
+            .filter_map(|(slot, record)| {
+                let slot = u16::try_from(slot).ok()?;
+                Some((slot, record.as_ref()?.key()))
+            })
+    }
+
+    fn record(&self, slot: u16) -> Option<&Epoch> {
+        self.records.get(usize::from(slot))?.as_ref()
     }
 
     /// Remembers a ttl this store wrote: every record's recovery window covers it.
@@ -121,56 +131,119 @@ impl ClusterEpochs {
         self.max_ttl_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// Appends the read of record `record` (an index into [`slots`](Self::slots)) to a
-    /// master's pipeline.
-    pub(super) fn add_check(&self, record: usize, pipeline: &mut Pipeline) -> RecordCheck {
-        RecordCheck {
-            record,
-            check: self.records[record].epoch.add_check(pipeline),
-        }
+    /// Prepares the read of `slot`'s record, which the caller puts in its command.
+    pub(super) fn check(&self, slot: u16) -> Option<SlotCheck> {
+        Some(SlotCheck {
+            slot,
+            check: self.record(slot)?.read_check(),
+        })
     }
 
-    /// Takes the reply of a check: `None` if it says nothing about the data (a redirection,
-    /// because the slot moved meanwhile, or any other error reply; only a value or nil
-    /// counts), else whether it found a loss, so the caller can re-create every record of the
-    /// master.
-    pub(super) fn observe(&self, check: RecordCheck, reply: &Value) -> Option<bool> {
+    /// Takes the reply of a record read. A redirection (the slot moved meanwhile) or any
+    /// other error reply says nothing about the data: only a value or nil counts.
+    pub(super) fn observe(&self, check: SlotCheck, reply: &Value) -> Read {
+        let nothing = Read {
+            vouches: false,
+            missing: false,
+        };
+        let Some(epoch) = self.record(check.slot) else {
+            return nothing;
+        };
         if !matches!(
             reply,
             Value::Nil | Value::BulkString(_) | Value::SimpleString(_)
         ) {
-            return None;
+            return nothing;
         }
-        let epoch = &self.records[check.record].epoch;
-        let before = epoch.losses();
-        epoch.observe(check.check, reply);
-        let (after, recovery) = epoch.status();
-        if let Some((start, end)) = recovery {
-            let mut merged = self.recovery.lock();
-            *merged = Some(match *merged {
-                Some((first, last)) if last > start => (first.min(start), last.max(end)),
-                _ => (start, end),
-            });
+        let observation = epoch.observe(check.check, reply);
+        if matches!(observation, Observation::Adopted | Observation::Lost) {
+            self.merge(epoch, observation == Observation::Lost);
         }
-        let lost = after - before;
-        self.losses.fetch_add(lost, Ordering::Relaxed);
-        Some(lost > 0)
+        Read {
+            vouches: observation.vouches(),
+            missing: matches!(reply, Value::Nil),
+        }
     }
 
-    /// Losses detected so far.
+    /// Folds a record's new recovery window into the cluster's; a loss outside the current
+    /// loss event starts a new one, counted and logged once.
+    fn merge(&self, epoch: &Epoch, lost: bool) {
+        let now = Instant::now();
+        let (_, window) = epoch.status();
+        let (new_loss, young) = {
+            let mut state = self.state.lock();
+            let was_recovering = state.recovery.is_some_and(|(_, end)| end > now);
+            if let Some((start, end)) = window.filter(|(_, end)| *end > now) {
+                state.recovery = Some(match state.recovery {
+                    Some((first, last)) if last > now => (first.min(start), last.max(end)),
+                    _ => (start, end),
+                });
+            }
+            let new_loss = lost && state.loss_event_until.is_none_or(|until| now >= until);
+            if new_loss {
+                state.loss_event_until = Some(now.checked_add(epoch.window()).unwrap_or(now));
+                self.losses.fetch_add(1, Ordering::Relaxed);
+            }
+            (
+                new_loss,
+                !lost && !was_recovering && window.is_some_and(|(_, end)| end > now),
+            )
+        };
+        if new_loss {
+            tracing::error!(
+                backend = %self.name,
+                recovery_window = ?epoch.window(),
+                "liveness store: redis cluster lost data (an epoch record missing or changed); \
+                 answering Recovering instead of \"dead\" until every live runtime has beaten \
+                 again"
+            );
+        } else if young {
+            tracing::warn!(
+                backend = %self.name,
+                distrust_for = ?epoch.recovering_for(),
+                "liveness store: the cluster's records are younger than the recovery window (a \
+                 new or emptied cluster); answering Recovering instead of \"dead\" until they \
+                 are not"
+            );
+        }
+    }
+
+    /// Loss events detected so far.
     pub(super) fn losses(&self) -> u64 {
         self.losses.load(Ordering::Relaxed)
     }
 
     /// While recovering, how long until "dead" answers are trusted again.
     pub(super) fn recovering_for(&self) -> Option<Duration> {
-        let (_, until) = (*self.recovery.lock())?;
+        let (_, until) = self.state.lock().recovery?;
         let now = Instant::now();
         (now < until).then(|| until - now)
     }
 
     /// Losses so far and the latest recovery window.
     pub(super) fn status(&self) -> (u64, Option<(Instant, Instant)>) {
-        (self.losses(), *self.recovery.lock())
+        (self.losses(), self.state.lock().recovery)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_gets_a_record_of_its_own() {
+        let epochs = ClusterEpochs::new(b"hb:", Duration::ZERO, "test");
+        assert_eq!(epochs.keys().count(), SLOTS);
+        for (slot, key) in epochs.keys() {
+            assert_eq!(key_slot(key), slot);
+            assert!(key.starts_with(b"hb:\0epoch{"));
+        }
+    }
+
+    #[test]
+    fn a_prefix_with_a_hash_tag_leaves_one_slot() {
+        let epochs = ClusterEpochs::new(b"{hb}:", Duration::ZERO, "test");
+        let slots: Vec<u16> = epochs.keys().map(|(slot, _)| slot).collect();
+        assert_eq!(slots, [key_slot(b"hb")]);
     }
 }

@@ -9,6 +9,7 @@ mod topology;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -19,7 +20,7 @@ use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 pub use builder::ClusterStoreBuilder;
 use connection::Connection;
 use epochs::ClusterEpochs;
-use plan::Group;
+use plan::{Group, Part};
 use topology::TopologyCell;
 
 use crate::breaker::Breaker;
@@ -35,14 +36,16 @@ use crate::{Error, LivenessStore, Result, validate};
 /// Keys are `<prefix><id>` as on a single Redis, so a runtime's record lives in the slot of its
 /// key; an id holding a hash tag (`{tenant-7}:rt-1`) shares a slot with the others of its tag.
 /// A batch is split by master: one pipeline per master, all sent at once, with one `MGET` per
-/// slot inside it; touches are grouped the same way. A key whose slot moved meanwhile
+/// slot inside it; touches are grouped the same way. A command whose slot moved meanwhile
 /// (`MOVED`, or `ASK` during a reshard) is sent once more on its own, through redis-rs's
 /// redirect handling, and the store refreshes its slot map; all of it within the operation
 /// timeout. Every reply is checked for server errors.
 ///
 /// Deadlines, the circuit breaker (one for the cluster), input checks and data-loss detection
-/// work as for `RedisStore`; each master is watched through an epoch record in its own slots,
-/// so a replica promoted without the data makes "dead" answers [`Error::Recovering`].
+/// work as for `RedisStore`. Every slot has an epoch record, read in the same `MGET` as the
+/// slot's keys, so a replica promoted without the data, or slots handed empty to another
+/// master, make "dead" answers [`Error::Recovering`]; a loss anywhere in the cluster does so
+/// for every batch with a "dead" answer, for the recovery window.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -72,6 +75,8 @@ pub struct ClusterStore {
     name: String,
     breaker: Breaker,
     forget_log: LogLimit,
+    /// Set while missing epoch records are being created, so one run goes at a time.
+    creating_records: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for ClusterStore {
@@ -89,27 +94,17 @@ impl fmt::Debug for ClusterStore {
 
 /// What became of one master's pipeline.
 enum GroupOutcome {
-    /// Every command answered; `retry` lists positions whose slot moved. `confirmed`: the
-    /// master's epoch record was read in the same pipeline, so its "dead" answers are as
-    /// trustworthy as the epoch says (a read of a record that had moved proves nothing).
-    Answered {
-        retry: Vec<usize>,
-        answered: Vec<usize>,
-        confirmed: bool,
-    },
+    /// Every command answered; `retry` holds the commands whose slot moved, to send again.
+    Answered { retry: Vec<Part> },
     /// The master (or the way to it) failed; `answered` says whether a server replied.
     Failed { error: RedisError, answered: bool },
 }
 
-/// The groups' outcomes, once none failed.
-#[derive(Default)]
-struct Settled {
-    /// Positions to send again, one by one.
-    retry: Vec<usize>,
-    /// Positions answered by a master whose epoch record was not read beside them.
-    unconfirmed: Vec<usize>,
-    /// Groups whose epoch read was observed.
-    confirmed_groups: usize,
+/// A batch's answers as they come in.
+struct Answers {
+    alive: Vec<bool>,
+    /// Positions answered "dead" with no epoch record read beside them.
+    unvouched: bool,
 }
 
 impl ClusterStore {
@@ -129,8 +124,8 @@ impl ClusterStore {
     }
 
     /// The keys of the epoch records that detect data loss: `<prefix>`, a NUL byte, `epoch`
-    /// and a hash tag, one in each block of 64 slots. They have no expiry; deleting the one a
-    /// master is watched through makes every instance treat that master as having lost its
+    /// and a hash tag, one in every slot (16,384 keys of about 60 bytes). They have no expiry;
+    /// deleting one makes every instance that reads its slot treat the cluster as having lost
     /// data.
     #[must_use]
     pub fn epoch_keys(&self) -> Vec<Vec<u8>> {
@@ -166,21 +161,24 @@ impl ClusterStore {
         };
         permit.record(answered);
         if !answered {
-            // The master may be gone, and the connection stuck on it (see `connection`).
-            self.connection.replace_soon();
+            // Twice in a row: the master may be gone, and the connection stuck on it (see
+            // `connection`). Once may be a slow reply.
+            if self.breaker.status().2 >= 2 {
+                self.connection.replace_soon();
+            }
             self.topology
                 .refresh_soon(&self.connection.get(), self.op_timeout);
         }
         result
     }
 
-    /// Sends every group's pipeline to its master at once and reads each reply with
-    /// `answer`, which takes a part's positions and reply and says whether the reply is an
-    /// answer (else it is a redirect, and the part is sent again).
+    /// Sends every group's pipeline to its master at once and reads each command's reply
+    /// with `answer`, which says whether the reply is an answer (else it is a redirect, and
+    /// the command is sent again on its own).
     async fn send_groups(
         &self,
         groups: Vec<Group>,
-        mut answer: impl FnMut(&[usize], &Value) -> std::result::Result<bool, RedisError>,
+        mut answer: impl FnMut(&Part, &Value) -> std::result::Result<bool, RedisError>,
     ) -> Vec<GroupOutcome> {
         let sends = groups.into_iter().map(|group| {
             let mut connection = self.connection.get();
@@ -190,21 +188,19 @@ impl ClusterStore {
                 let reply = connection
                     .route_pipeline(group.pipeline, 0, group.commands, route)
                     .await;
-                (group.parts, group.check, reply)
+                (group.parts, group.check, group.commands, reply)
             }
         });
-        let mut lost = false;
+        let mut missing = false;
         let mut outcomes = Vec::new();
-        for (parts, check, reply) in join_all(sends).await {
+        for (parts, check, commands, reply) in join_all(sends).await {
             let replies = match reply {
-                Ok(replies) if replies.len() == parts.len() + check.map_or(0, |c| c.replies()) => {
-                    replies
-                }
+                Ok(replies) if replies.len() == commands => replies,
                 Ok(replies) => {
                     let error = RedisError::from((
                         ErrorKind::Parse,
                         "reply count",
-                        format!("{} replies for {} commands", replies.len(), parts.len()),
+                        format!("{} replies for {commands} commands", replies.len()),
                     ));
                     outcomes.push(GroupOutcome::Failed {
                         error,
@@ -213,14 +209,10 @@ impl ClusterStore {
                     continue;
                 }
                 // redis-rs follows a redirect of any command in a pipeline with the whole
-                // pipeline, so a master that serves some of its keys but not others answers
-                // with an error: the keys go again one by one.
+                // pipeline, so a master that serves some of its slots but not others answers
+                // with an error: its commands go again one by one, each to its slot's master.
                 Err(error) if is_redirect(&error) => {
-                    outcomes.push(GroupOutcome::Answered {
-                        retry: parts.concat(),
-                        answered: Vec::new(),
-                        confirmed: false,
-                    });
+                    outcomes.push(GroupOutcome::Answered { retry: parts });
                     continue;
                 }
                 Err(error) => {
@@ -230,40 +222,34 @@ impl ClusterStore {
                 }
             };
             let mut retry = Vec::new();
-            let mut answered = Vec::new();
             let mut failure = None;
-            for (positions, reply) in parts.iter().zip(&replies) {
-                match answer(positions, reply) {
-                    Ok(true) => answered.extend_from_slice(positions),
-                    Ok(false) => retry.extend_from_slice(positions),
+            for (part, reply) in parts.into_iter().zip(&replies) {
+                match answer(&part, reply) {
+                    Ok(true) => {}
+                    Ok(false) => retry.push(part),
                     Err(error) => failure = Some(error),
                 }
             }
-            let observed = match (check, replies.last()) {
-                (Some(check), Some(epoch)) => self.epochs.observe(check, epoch),
-                _ => None,
-            };
-            lost |= observed == Some(true);
+            if let (Some(check), Some(record)) = (check, replies.last()) {
+                missing |= self.epochs.observe(check, record).missing;
+            }
             outcomes.push(match failure {
                 Some(error) => GroupOutcome::Failed {
                     error,
                     answered: true,
                 },
-                None => GroupOutcome::Answered {
-                    retry,
-                    answered,
-                    confirmed: observed.is_some(),
-                },
+                None => GroupOutcome::Answered { retry },
             });
         }
-        if lost {
-            self.recreate_epochs();
+        if missing {
+            self.create_records_soon();
         }
         outcomes
     }
 
-    /// Sends `commands` one by one, at once, each routed by redis-rs by its key to wherever it
-    /// finds it now (following one `MOVED` or `ASK`), and refreshes the store's own slot map meanwhile.
+    /// Sends `commands` one by one, at once, each routed by redis-rs by its keys' slot to
+    /// wherever it finds it now (following one `MOVED` or `ASK`), and refreshes the store's own
+    /// slot map meanwhile.
     async fn resend(&self, commands: Vec<Cmd>) -> Vec<std::result::Result<Value, RedisError>> {
         self.topology
             .refresh_soon(&self.connection.get(), self.op_timeout);
@@ -279,29 +265,18 @@ impl ClusterStore {
         join_all(sends).await
     }
 
-    /// Folds the groups' outcomes into one: the first failure, else the positions to send
-    /// again and those answered without an epoch read beside them. A failed master also
-    /// makes the store refresh its slot map: it may have failed over.
+    /// Folds the groups' outcomes into one: the first failure, else the commands to send
+    /// again. A failed master also makes the store refresh its slot map: it may have failed
+    /// over.
     fn settle(
         &self,
         op: &'static str,
         outcomes: Vec<GroupOutcome>,
-    ) -> std::result::Result<Settled, (Error, bool)> {
-        let mut settled = Settled::default();
+    ) -> std::result::Result<Vec<Part>, (Error, bool)> {
+        let mut retry = Vec::new();
         for outcome in outcomes {
             match outcome {
-                GroupOutcome::Answered {
-                    retry,
-                    answered,
-                    confirmed,
-                } => {
-                    settled.retry.extend(retry);
-                    if confirmed {
-                        settled.confirmed_groups += 1;
-                    } else {
-                        settled.unconfirmed.extend(answered);
-                    }
-                }
+                GroupOutcome::Answered { retry: parts } => retry.extend(parts),
                 GroupOutcome::Failed { error, answered } => {
                     self.topology
                         .refresh_soon(&self.connection.get(), self.op_timeout);
@@ -309,82 +284,47 @@ impl ClusterStore {
                 }
             }
         }
-        Ok(settled)
+        Ok(retry)
     }
 
-    /// Before "dead" answers that no epoch read vouched for (they were resent after a
-    /// redirect, or their master's record had moved) are given out: fetches the slot map
-    /// afresh and reads every master's epoch record. A master that lost its data then shows
-    /// as a loss, and the answers become `Recovering`; if the records cannot all be read
-    /// (slots still moving), the call fails rather than risk a false "dead".
-    async fn confirm_dead(&self, op: &'static str) -> std::result::Result<(), (Error, bool)> {
-        self.topology
-            .refresh_now(&mut self.connection.get())
-            .await
-            .map_err(|error| (self.backend_error(op, &error), server_answered(&error)))?;
-        let topology = self.topology.current();
-        let groups = plan::epoch_reads(&topology, &self.epochs);
-        let masters = groups.len();
-        let outcomes = self.send_groups(groups, |_, _| Ok(true)).await;
-        let settled = self.settle(op, outcomes)?;
-        let confirmed = masters == topology.masters()
-            && settled.retry.is_empty()
-            && settled.confirmed_groups == masters;
-        if confirmed {
-            Ok(())
-        } else {
-            Err((
-                Error::backend(
-                    op,
-                    "slots are moving: could not confirm \"dead\" answers with every master's \
-                     epoch record; retry",
-                ),
-                true,
-            ))
-        }
-    }
-
-    /// One pipeline per master that creates its missing epoch records (`SET NX`), all with
-    /// one fresh value, and reads the one it is watched through.
-    fn create_records(&self) -> Vec<Group> {
-        let topology = self.topology.current();
-        let slots: Vec<u16> = self.epochs.slots().collect();
-        let keys: Vec<&[u8]> = self.epochs.keys().map(|(_, key)| key).collect();
-        let value = epochs::fresh_value();
-        plan::writes(&topology, &self.epochs, &slots, |pipeline, position| {
-            pipeline
-                .cmd("SET")
-                .arg(keys[position])
-                .arg(&value)
-                .arg("NX");
-        })
-    }
-
-    /// At connect: creates the epoch records that are missing, together, and reads every
-    /// master's, so that the first batch already knows whether to trust "dead".
-    async fn first_look(&self) -> Result<()> {
+    /// At connect: creates the epoch records that are missing, all with one value, and
+    /// reads every one, so that each is first seen with the recovery window of a store that
+    /// has written nothing yet (the floor), as `RedisStore` sees its one record at connect.
+    async fn first_look(&self, timeout: Duration) -> Result<()> {
         let op = "connect";
-        let look = self.send_groups(self.create_records(), |_, reply| match reply {
-            Value::ServerError(error) if redirected(error.kind()) => Ok(false),
-            Value::ServerError(_) => Err(unexpected(reply)),
-            _ => Ok(true),
+        let topology = self.topology.current();
+        let groups = plan::record_creation(&topology, &self.epochs, &epochs::fresh_value(), true);
+        let look = self.send_groups(groups, |part, reply| match (reply, part.check) {
+            (Value::ServerError(error), _) if redirected(error.kind()) => Ok(false),
+            (Value::ServerError(_), _) => Err(unexpected(reply)),
+            (_, Some(check)) => {
+                self.epochs.observe(check, reply);
+                Ok(true)
+            }
+            (_, None) => Ok(true),
         });
-        let outcomes = tokio::time::timeout(self.op_timeout, look)
+        let outcomes = tokio::time::timeout(timeout, look)
             .await
-            .map_err(|_| self.timed_out(op))?;
-        // A record whose slot moved meanwhile is created by the first read of it.
+            .map_err(|_| Error::Timeout { op, after: timeout })?;
+        // A record whose slot moved meanwhile is read, and if need be created, later.
         self.settle(op, outcomes)
             .map(drop)
             .map_err(|(error, _)| error)
     }
 
-    /// After a master lost its data: every epoch record it held is gone, so all missing ones
-    /// are created again together (in the background), and a later switch of the watched
-    /// record finds one as old as the rest.
-    fn recreate_epochs(&self) {
-        let groups = self.create_records();
+    /// After a read found an epoch record missing (a loss, or a slot that never had one):
+    /// creates every missing record again, together, in the background, one run at a time.
+    /// Records read for the first time after that are young, so "dead" beside them waits out
+    /// the recovery window.
+    fn create_records_soon(&self) {
+        if self.creating_records.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let topology = self.topology.current();
+        let groups = plan::record_creation(&topology, &self.epochs, &epochs::fresh_value(), false);
         let connection = self.connection.get();
         let timeout = self.op_timeout;
+        let creating = Arc::clone(&self.creating_records);
         tokio::spawn(async move {
             let sends = groups.into_iter().map(|group| {
                 let mut connection = connection.clone();
@@ -393,7 +333,7 @@ impl ClusterStore {
                     SlotAddr::Master,
                 ));
                 async move {
-                    // Best effort: a record still missing is created by the next read of it.
+                    // Best effort: a record still missing is created after the next read.
                     let _ = tokio::time::timeout(
                         timeout,
                         connection.route_pipeline(group.pipeline, 0, group.commands, route),
@@ -402,7 +342,47 @@ impl ClusterStore {
                 }
             });
             join_all(sends).await;
+            creating.store(false, Ordering::Release);
         });
+    }
+
+    /// Reads one lookup command's reply into `answers`: `Ok(false)` for a redirect.
+    fn read_lookup(
+        &self,
+        part: &Part,
+        reply: &Value,
+        answers: &mut Answers,
+        missing: &mut bool,
+    ) -> std::result::Result<bool, RedisError> {
+        let values = match reply {
+            Value::Array(values) => values,
+            Value::ServerError(error) if redirected(error.kind()) => return Ok(false),
+            other => return Err(unexpected(other)),
+        };
+        let (record, values) = match part.check {
+            Some(_) => match values.split_first() {
+                Some((record, values)) => (Some(record), values),
+                None => return Err(unexpected(reply)),
+            },
+            None => (None, values.as_slice()),
+        };
+        if values.len() != part.positions.len() {
+            return Err(unexpected(reply));
+        }
+        let vouched = match (part.check, record) {
+            (Some(check), Some(record)) => {
+                let read = self.epochs.observe(check, record);
+                *missing |= read.missing;
+                read.vouches
+            }
+            _ => false,
+        };
+        for (&position, value) in part.positions.iter().zip(values) {
+            let alive = !matches!(value, Value::Nil);
+            answers.alive[position] = alive;
+            answers.unvouched |= !alive && !vouched;
+        }
+        Ok(true)
     }
 
     fn slots(&self, keys: &[Vec<u8>]) -> Vec<u16> {
@@ -426,59 +406,67 @@ impl ClusterStore {
         let slots = self.slots(keys);
         let topology = self.topology.current();
         let groups = plan::lookups(&topology, &self.epochs, keys, &slots, self.max_batch);
-        let mut answers = vec![false; keys.len()];
+        let mut answers = Answers {
+            alive: vec![false; keys.len()],
+            unvouched: false,
+        };
+        let mut missing = false;
         let outcomes = self
-            .send_groups(groups, |positions, reply| match reply {
-                Value::Array(values) if values.len() == positions.len() => {
-                    for (&position, value) in positions.iter().zip(values) {
-                        answers[position] = !matches!(value, Value::Nil);
-                    }
-                    Ok(true)
-                }
-                Value::Nil | Value::BulkString(_) | Value::SimpleString(_)
-                    if positions.len() == 1 =>
-                {
-                    answers[positions[0]] = !matches!(reply, Value::Nil);
-                    Ok(true)
-                }
-                Value::ServerError(error) if redirected(error.kind()) => Ok(false),
-                other => Err(unexpected(other)),
+            .send_groups(groups, |part, reply| {
+                self.read_lookup(part, reply, &mut answers, &mut missing)
             })
             .await;
-        let settled = match self.settle(op, outcomes) {
-            Ok(settled) => settled,
+        let retry = match self.settle(op, outcomes) {
+            Ok(retry) => retry,
             Err((error, answered)) => return (Err(error), answered),
         };
-        let retry = settled.retry;
         if !retry.is_empty() {
+            // Each command again as it was, its slot's record first: redis-rs routes it by
+            // that one slot.
             let commands = retry
                 .iter()
-                .map(|&position| redis::cmd("GET").arg(&keys[position]).clone())
+                .map(|part| plan::lookup_command(&self.epochs, keys, part.slot, &part.positions).0)
                 .collect();
-            for (&position, reply) in retry.iter().zip(self.resend(commands).await) {
-                match reply {
-                    Ok(value) => answers[position] = !matches!(value, Value::Nil),
-                    Err(error) => {
-                        let answered = server_answered(&error);
-                        return (Err(self.backend_error(op, &error)), answered);
-                    }
+            for (part, reply) in retry.iter().zip(self.resend(commands).await) {
+                let read = reply.and_then(|value| {
+                    self.read_lookup(part, &value, &mut answers, &mut missing)
+                        .and_then(|answered| {
+                            if answered {
+                                Ok(())
+                            } else {
+                                Err(unexpected(&value))
+                            }
+                        })
+                });
+                if let Err(error) = read {
+                    let answered = server_answered(&error);
+                    return (Err(self.backend_error(op, &error)), answered);
                 }
             }
         }
-        let unvouched = settled.unconfirmed.iter().chain(&retry);
-        if unvouched.into_iter().any(|&position| !answers[position])
-            && let Err((error, answered)) = self.confirm_dead(op).await
-        {
-            return (Err(error), answered);
+        if missing {
+            self.create_records_soon();
+        }
+        if answers.unvouched {
+            // A "dead" answer from a slot whose record could not be read: there is no
+            // telling a runtime that stopped from a record that was lost.
+            return (
+                Err(Error::backend(
+                    op,
+                    "a slot's epoch record could not be read beside its keys, so \"dead\" \
+                     answers cannot be trusted; retry",
+                )),
+                true,
+            );
         }
         // A record present now was written after any loss, so "alive" stands; "dead" may be a
         // lost record until every live runtime has beaten again.
         if let Some(remaining) = self.epochs.recovering_for()
-            && answers.contains(&false)
+            && answers.alive.contains(&false)
         {
             return (Err(Error::Recovering { remaining }), true);
         }
-        (Ok(answers), true)
+        (Ok(answers.alive), true)
     }
 
     /// The whole of `touch_many` once the input is checked.
@@ -488,12 +476,8 @@ impl ClusterStore {
         let keys: Vec<Vec<u8>> = beats.iter().map(|(id, _)| self.key(id)).collect();
         let slots = self.slots(&keys);
         let topology = self.topology.current();
-        let groups = plan::writes(&topology, &self.epochs, &slots, |pipeline, position| {
-            pipeline.add_command(Self::set_command(
-                &keys[position],
-                beats[position].1,
-                now_ms,
-            ));
+        let groups = plan::writes(&topology, &self.epochs, &slots, |position| {
+            Self::set_command(&keys[position], beats[position].1, now_ms)
         });
         let outcomes = self
             .send_groups(groups, |_, reply| match reply {
@@ -504,12 +488,13 @@ impl ClusterStore {
             })
             .await;
         let retry = match self.settle(op, outcomes) {
-            Ok(settled) => settled.retry,
+            Ok(retry) => retry,
             Err((error, answered)) => return (Err(error), answered),
         };
         if !retry.is_empty() {
             let commands = retry
                 .iter()
+                .flat_map(|part| &part.positions)
                 .map(|&position| Self::set_command(&keys[position], beats[position].1, now_ms))
                 .collect();
             for reply in self.resend(commands).await {

@@ -2,13 +2,13 @@
 //!
 //! Redis Cluster refuses a command whose keys span slots (`CROSSSLOT`), and a pipeline whose
 //! keys belong to another master comes back as redirects; so a batch becomes, per master, one
-//! `MGET` per slot (chunked) and a touch batch one `SET` per key, all of a master's commands in
-//! one pipeline, every master's pipeline sent at once. Each pipeline ends with the read of the
-//! epoch record that watches its master.
+//! `MGET` per slot (chunked), which reads the slot's epoch record first, and a touch batch
+//! one `SET` per key followed by one epoch record read; all of a master's commands in one
+//! pipeline, every master's pipeline sent at once.
 
-use redis::Pipeline;
+use redis::{Cmd, Pipeline};
 
-use super::epochs::{ClusterEpochs, RecordCheck};
+use super::epochs::{ClusterEpochs, SlotCheck};
 use super::topology::{Topology, UNSERVED};
 
 /// One master's share of a call.
@@ -19,15 +19,24 @@ pub(super) struct Group {
     pub(super) pipeline: Pipeline,
     /// The commands in `pipeline`, the epoch read's included.
     pub(super) commands: usize,
-    /// For each command before the epoch read, the positions (in the caller's input) it
-    /// answers.
-    pub(super) parts: Vec<Vec<usize>>,
-    pub(super) check: Option<RecordCheck>,
+    /// What each command before the epoch read answers.
+    pub(super) parts: Vec<Part>,
+    /// The epoch read at the end of a write pipeline.
+    pub(super) check: Option<SlotCheck>,
+}
+
+/// One command of a group: the positions (in the caller's input) it answers, all of one
+/// slot, and for a lookup the read of that slot's record that comes first in it.
+#[derive(Debug, Clone)]
+pub(super) struct Part {
+    pub(super) slot: u16,
+    pub(super) positions: Vec<usize>,
+    pub(super) check: Option<SlotCheck>,
 }
 
 /// The caller's positions grouped by master, each group ordered by slot. Slots no master
 /// serves form one more group of their own.
-fn by_master(topology: &Topology, slots: &[u16]) -> Vec<(u16, Vec<usize>)> {
+fn by_master(topology: &Topology, slots: &[u16]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = vec![Vec::new(); topology.masters() + 1];
     for (position, &slot) in slots.iter().enumerate() {
         let master = topology.owner(slot);
@@ -38,45 +47,38 @@ fn by_master(topology: &Topology, slots: &[u16]) -> Vec<(u16, Vec<usize>)> {
         };
         groups[group].push(position);
     }
-    groups
-        .into_iter()
-        .enumerate()
-        .filter(|(_, positions)| !positions.is_empty())
-        .map(|(group, mut positions)| {
-            positions.sort_by_key(|&position| slots[position]);
-            let master = u16::try_from(group)
-                .ok()
-                .filter(|&g| usize::from(g) < topology.masters())
-                .unwrap_or(UNSERVED);
-            (master, positions)
-        })
-        .collect()
-}
-
-/// Ends a master's pipeline with its epoch read, if it has a record.
-fn finish(
-    topology: &Topology,
-    epochs: &ClusterEpochs,
-    master: u16,
-    route_slot: u16,
-    mut pipeline: Pipeline,
-    parts: Vec<Vec<usize>>,
-) -> Group {
-    let check = (master != UNSERVED)
-        .then(|| topology.watched_record(master))
-        .flatten()
-        .map(|record| epochs.add_check(record, &mut pipeline));
-    Group {
-        route_slot,
-        commands: parts.len() + check.map_or(0, |check| check.replies()),
-        pipeline,
-        parts,
-        check,
+    groups.retain(|positions| !positions.is_empty());
+    for positions in &mut groups {
+        positions.sort_by_key(|&position| slots[position]);
     }
+    groups
 }
 
-/// Lookups: per master, one `MGET` per slot of at most `max_batch` keys (a `GET` for a slot
-/// with one key).
+/// `MGET <slot's record> <keys..>`: the lookup of `positions`, all in `slot`, with the read
+/// of the record that vouches for its "dead" answers.
+pub(super) fn lookup_command(
+    epochs: &ClusterEpochs,
+    keys: &[Vec<u8>],
+    slot: u16,
+    positions: &[usize],
+) -> (Cmd, Part) {
+    let mut command = redis::cmd("MGET");
+    let check = epochs.check(slot);
+    if let (Some(_), Some(record)) = (check, epochs.key(slot)) {
+        command.arg(record);
+    }
+    for &position in positions {
+        command.arg(&keys[position]);
+    }
+    let part = Part {
+        slot,
+        positions: positions.to_vec(),
+        check,
+    };
+    (command, part)
+}
+
+/// Lookups: per master, one `MGET` per slot of its record and at most `max_batch` keys.
 pub(super) fn lookups(
     topology: &Topology,
     epochs: &ClusterEpochs,
@@ -86,72 +88,110 @@ pub(super) fn lookups(
 ) -> Vec<Group> {
     by_master(topology, slots)
         .into_iter()
-        .map(|(master, positions)| {
+        .map(|positions| {
             let mut pipeline = redis::pipe();
             let mut parts = Vec::new();
             for same_slot in positions.chunk_by(|&a, &b| slots[a] == slots[b]) {
-                if let [position] = same_slot {
-                    // Most slots hold one key of a batch: a `GET` costs Redis and the reply
-                    // parser less than a one-key `MGET`.
-                    pipeline.cmd("GET").arg(&keys[*position]);
-                    parts.push(vec![*position]);
-                    continue;
-                }
+                let slot = slots[same_slot[0]];
                 for chunk in same_slot.chunks(max_batch) {
-                    let command = pipeline.cmd("MGET");
-                    for &position in chunk {
-                        command.arg(&keys[position]);
-                    }
-                    parts.push(chunk.to_vec());
+                    let (command, part) = lookup_command(epochs, keys, slot, chunk);
+                    pipeline.add_command(command);
+                    parts.push(part);
                 }
             }
-            let route_slot = slots[positions[0]];
-            finish(topology, epochs, master, route_slot, pipeline, parts)
+            Group {
+                route_slot: slots[positions[0]],
+                commands: parts.len(),
+                pipeline,
+                parts,
+                check: None,
+            }
         })
         .collect()
 }
 
-/// Writes: per master, one command per position, made by `write`.
+/// Writes: per master, one command per position, made by `write`, then the read of the
+/// record of the group's first slot, so that a store that only writes (a layered store's
+/// group commit) still learns of data loss.
 pub(super) fn writes(
     topology: &Topology,
     epochs: &ClusterEpochs,
     slots: &[u16],
-    mut write: impl FnMut(&mut Pipeline, usize),
+    mut write: impl FnMut(usize) -> Cmd,
 ) -> Vec<Group> {
     by_master(topology, slots)
         .into_iter()
-        .map(|(master, positions)| {
+        .map(|positions| {
             let mut pipeline = redis::pipe();
-            for &position in &positions {
-                write(&mut pipeline, position);
-            }
             let route_slot = slots[positions[0]];
-            let parts = positions
+            let parts: Vec<Part> = positions
                 .into_iter()
-                .map(|position| vec![position])
+                .map(|position| {
+                    pipeline.add_command(write(position));
+                    Part {
+                        slot: slots[position],
+                        positions: vec![position],
+                        check: None,
+                    }
+                })
                 .collect();
-            finish(topology, epochs, master, route_slot, pipeline, parts)
+            let check = epochs.check(route_slot);
+            if let (Some(_), Some(record)) = (check, epochs.key(route_slot)) {
+                pipeline.cmd("GET").arg(record);
+            }
+            Group {
+                route_slot,
+                commands: parts.len() + usize::from(check.is_some()),
+                pipeline,
+                parts,
+                check,
+            }
         })
         .collect()
 }
 
-/// Reads of every master's epoch record, one pipeline per master, nothing else.
-pub(super) fn epoch_reads(topology: &Topology, epochs: &ClusterEpochs) -> Vec<Group> {
-    let slots: Vec<u16> = epochs.slots().collect();
-    let mut reads: Vec<Group> = (0..topology.masters())
-        .filter_map(|master| {
-            let master = u16::try_from(master).ok()?;
-            let record = topology.watched_record(master)?;
-            Some(finish(
-                topology,
-                epochs,
-                master,
-                slots[record],
-                redis::pipe(),
-                Vec::new(),
-            ))
+/// Per master, `SET NX` of each of its slots' epoch records with `value` (records that exist
+/// stay as they are), each followed by its read when `read` is set.
+pub(super) fn record_creation(
+    topology: &Topology,
+    epochs: &ClusterEpochs,
+    value: &str,
+    read: bool,
+) -> Vec<Group> {
+    let records: Vec<(u16, &[u8])> = epochs.keys().collect();
+    let slots: Vec<u16> = records.iter().map(|(slot, _)| *slot).collect();
+    by_master(topology, &slots)
+        .into_iter()
+        .map(|positions| {
+            let mut pipeline = redis::pipe();
+            let mut parts = Vec::new();
+            for position in positions.iter().copied() {
+                let (slot, key) = records[position];
+                pipeline.cmd("SET").arg(key).arg(value).arg("NX");
+                parts.push(Part {
+                    slot,
+                    positions: Vec::new(),
+                    check: None,
+                });
+                if read {
+                    // Prepared after the SET is queued: the read compares with the state of
+                    // the time it is sent.
+                    let check = epochs.check(slot);
+                    pipeline.cmd("GET").arg(key);
+                    parts.push(Part {
+                        slot,
+                        positions: Vec::new(),
+                        check,
+                    });
+                }
+            }
+            Group {
+                route_slot: slots[positions[0]],
+                commands: parts.len(),
+                pipeline,
+                parts,
+                check: None,
+            }
         })
-        .collect();
-    reads.retain(|group| group.check.is_some());
-    reads
+        .collect()
 }

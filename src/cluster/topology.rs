@@ -33,11 +33,8 @@ pub(super) const UNSERVED: u16 = u16::MAX;
 pub(super) struct Topology {
     /// For each slot, the index of its master in `masters`, or [`UNSERVED`].
     owner: Box<[u16]>,
-    /// Masters by their node id (or `host:port` when the reply lacks one), for logs.
+    /// Masters by their node id (or `host:port` when the reply lacks one).
     masters: Vec<String>,
-    /// For each master, the epoch record it is watched through (an index into the store's
-    /// records): the one in its lowest slot that holds one.
-    watched_record: Vec<Option<usize>>,
 }
 
 impl Topology {
@@ -54,20 +51,9 @@ impl Topology {
         self.masters.len()
     }
 
-    /// The epoch record that master `master` is watched through, if any.
-    pub(super) fn watched_record(&self, master: u16) -> Option<usize> {
-        self.watched_record
-            .get(usize::from(master))
-            .copied()
-            .flatten()
-    }
-
     /// Builds the map from a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id, ..],
-    /// replicas..], ..]`. `record_slots` are the epoch records' slots, ascending.
-    pub(super) fn from_cluster_slots(
-        reply: &Value,
-        record_slots: impl Iterator<Item = u16>,
-    ) -> Result<Topology, String> {
+    /// replicas..], ..]`.
+    pub(super) fn from_cluster_slots(reply: &Value) -> Result<Topology, String> {
         let Value::Array(ranges) = reply else {
             return Err(format!("CLUSTER SLOTS answered {reply:?}"));
         };
@@ -86,18 +72,7 @@ impl Topology {
                 owner[usize::from(slot)] = index;
             }
         }
-        let mut watched_record = vec![None; masters.len()];
-        for (record, slot) in record_slots.enumerate() {
-            let master = owner[usize::from(slot)];
-            if let Some(watched @ None) = watched_record.get_mut(usize::from(master)) {
-                *watched = Some(record);
-            }
-        }
-        Ok(Topology {
-            owner,
-            masters,
-            watched_record,
-        })
+        Ok(Topology { owner, masters })
     }
 }
 
@@ -141,16 +116,14 @@ pub(super) struct TopologyCell {
     current: RwLock<Arc<Topology>>,
     refreshing: AtomicBool,
     last_refresh: Mutex<Instant>,
-    record_slots: Vec<u16>,
 }
 
 impl TopologyCell {
-    pub(super) fn new(topology: Topology, record_slots: Vec<u16>) -> TopologyCell {
+    pub(super) fn new(topology: Topology) -> TopologyCell {
         TopologyCell {
             current: RwLock::new(Arc::new(topology)),
             refreshing: AtomicBool::new(false),
             last_refresh: Mutex::new(Instant::now()),
-            record_slots,
         }
     }
 
@@ -160,27 +133,16 @@ impl TopologyCell {
     }
 
     /// Fetches the slot map once, from any node.
-    pub(super) async fn fetch(
-        connection: &mut ClusterConnection,
-        record_slots: &[u16],
-    ) -> RedisResult<Topology> {
+    pub(super) async fn fetch(connection: &mut ClusterConnection) -> RedisResult<Topology> {
         let reply = connection
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             )
             .await?;
-        Topology::from_cluster_slots(&reply, record_slots.iter().copied()).map_err(|message| {
+        Topology::from_cluster_slots(&reply).map_err(|message| {
             RedisError::from((redis::ErrorKind::Parse, "CLUSTER SLOTS", message))
         })
-    }
-
-    /// Fetches the slot map again now, and keeps it.
-    pub(super) async fn refresh_now(&self, connection: &mut ClusterConnection) -> RedisResult<()> {
-        let topology = Self::fetch(connection, &self.record_slots).await?;
-        *self.current.write() = Arc::new(topology);
-        *self.last_refresh.lock() = Instant::now();
-        Ok(())
     }
 
     /// Fetches the slot map again in the background, unless a fetch is running or one ran
@@ -199,7 +161,7 @@ impl TopologyCell {
         let cell = Arc::clone(self);
         let mut connection = connection.clone();
         tokio::spawn(async move {
-            let fetch = Self::fetch(&mut connection, &cell.record_slots);
+            let fetch = Self::fetch(&mut connection);
             if let Ok(Ok(topology)) = tokio::time::timeout(timeout, fetch).await {
                 *cell.current.write() = Arc::new(topology);
             }
@@ -226,36 +188,32 @@ mod tests {
     }
 
     #[test]
-    fn maps_every_slot_to_its_master_and_watches_its_lowest_record() {
+    fn maps_every_slot_to_its_master() {
         let reply = Value::Array(vec![
             range(0, 99, node(7000, "a")),
             range(100, 16_283, node(7001, "b")),
             range(16_284, 16_383, node(7000, "a")),
         ]);
-        let topology = Topology::from_cluster_slots(&reply, [5, 50, 200, 16_300].into_iter())
-            .expect("a well-formed reply");
+        let topology = Topology::from_cluster_slots(&reply).expect("a well-formed reply");
         assert_eq!(topology.masters(), 2);
         assert_eq!(topology.owner(0), 0);
         assert_eq!(topology.owner(100), 1);
         assert_eq!(topology.owner(16_383), 0);
-        assert_eq!(topology.watched_record(0), Some(0));
-        assert_eq!(topology.watched_record(1), Some(2));
     }
 
     #[test]
     fn unserved_slots_and_malformed_replies() {
         let reply = Value::Array(vec![range(0, 10, node(7000, ""))]);
-        let topology = Topology::from_cluster_slots(&reply, std::iter::empty()).unwrap();
+        let topology = Topology::from_cluster_slots(&reply).unwrap();
         assert_eq!(topology.owner(11), UNSERVED);
         assert_eq!(topology.masters[0], "127.0.0.1:7000");
-        assert_eq!(topology.watched_record(0), None);
         for bad in [
             Value::Nil,
             Value::Array(vec![Value::Int(1)]),
             Value::Array(vec![range(5, 4, node(1, "x"))]),
             Value::Array(vec![range(0, 16_384, node(1, "x"))]),
         ] {
-            assert!(Topology::from_cluster_slots(&bad, std::iter::empty()).is_err());
+            assert!(Topology::from_cluster_slots(&bad).is_err());
         }
     }
 }

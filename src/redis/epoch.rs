@@ -45,7 +45,9 @@ pub(crate) struct Epoch {
     losses: AtomicU64,
     state: Mutex<EpochState>,
     /// Names the backend in log lines (a redacted URL).
-    name: String,
+    name: Arc<str>,
+    /// Whether this record logs its own losses; a cluster's records are many and log as one.
+    logs: bool,
 }
 
 #[derive(Debug, Default)]
@@ -63,20 +65,23 @@ impl Epoch {
     pub(crate) fn new(prefix: &[u8], recovery_floor: Duration, name: String) -> Epoch {
         let mut key = prefix.to_vec();
         key.extend_from_slice(EPOCH_SUFFIX);
-        Epoch::with_key(key, recovery_floor, name, Arc::default())
+        let mut epoch = Epoch::with_key(key, recovery_floor, name.into(), Arc::default());
+        epoch.logs = true;
+        epoch
     }
 
-    /// An epoch record at `key` (a cluster keeps one per hash tag), whose recovery window
-    /// covers the ttls noted in `max_ttl_ms`.
+    /// A silent epoch record at `key` (a cluster keeps one per slot and logs for all of them),
+    /// whose recovery window covers the ttls noted in `max_ttl_ms`.
     pub(crate) fn with_key(
         key: Vec<u8>,
         recovery_floor: Duration,
-        name: String,
+        name: Arc<str>,
         max_ttl_ms: Arc<AtomicU64>,
     ) -> Epoch {
         Epoch {
             key,
             recovery_floor,
+            logs: false,
             max_ttl_ms,
             losses: AtomicU64::new(0),
             state: Mutex::new(EpochState::default()),
@@ -119,12 +124,21 @@ impl Epoch {
         }
     }
 
+    /// What a read of the record that a pipeline carries without creating it (a cluster's
+    /// `MGET` holds its slot's record) needs to be compared: the state it was read against.
+    pub(crate) fn read_check(&self) -> EpochCheck {
+        EpochCheck {
+            replies: 1,
+            generation: self.state.lock().generation,
+        }
+    }
+
     /// Takes the reply of the epoch `GET` of `check`. A missing or changed epoch is data loss;
     /// an epoch seen for the first time (at connect, or after a loss) that is younger than the
     /// recovery window means a Redis that may not hold every live runtime's record yet. Either
     /// way "dead" answers are distrusted until a full window has passed since the records
     /// began (invariant 4). Each loss is logged once, loudly.
-    pub(crate) fn observe(&self, check: EpochCheck, reply: &Value) {
+    pub(crate) fn observe(&self, check: EpochCheck, reply: &Value) -> Observation {
         let current = match reply {
             Value::BulkString(bytes) => Some(bytes.as_slice()),
             Value::SimpleString(text) => Some(text.as_bytes()),
@@ -134,16 +148,22 @@ impl Epoch {
         let window = self.window();
         let event = {
             let mut state = self.state.lock();
+            let unchanged = matches!(
+                (&state.known, current),
+                (Some(known), Some(current)) if known.as_slice() == current
+            );
+            if unchanged {
+                return Observation::Unchanged;
+            }
             if check.generation != state.generation {
                 // Concurrent calls: a newer one already moved the epoch on (detected the
                 // loss, or adopted the new value). Comparing this older reply with it would
                 // count one loss twice; a loss after that newer call shows in the next one.
-                return;
+                return Observation::Stale;
             }
             let event = match (&state.known, current) {
-                (Some(known), Some(current)) if known.as_slice() == current => return,
                 // Still missing (it could not be created): nothing to compare yet.
-                (None, None) => return,
+                (None, None) => return Observation::StillMissing,
                 (None, Some(current)) => {
                     let remaining = window.saturating_sub(age(current));
                     if remaining.is_zero() {
@@ -163,6 +183,13 @@ impl Epoch {
             state.generation += 1;
             event
         };
+        let observation = match event {
+            Event::AdoptedOld | Event::AdoptedYoung { .. } => Observation::Adopted,
+            Event::Lost => Observation::Lost,
+        };
+        if !self.logs {
+            return observation;
+        }
         match event {
             Event::AdoptedOld => {}
             Event::AdoptedYoung { remaining } => tracing::warn!(
@@ -180,11 +207,12 @@ impl Epoch {
                  beaten again"
             ),
         }
+        observation
     }
 
     /// How long "dead" answers are distrusted after a loss: the largest ttl this instance has
     /// written, at least the floor.
-    fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         let max_ttl = Duration::from_millis(self.max_ttl_ms.load(Ordering::Relaxed));
         self.recovery_floor.max(max_ttl)
     }
@@ -207,6 +235,32 @@ impl Epoch {
     pub(crate) fn status(&self) -> (u64, Option<(Instant, Instant)>) {
         let recovery = self.state.lock().recovery;
         (self.losses(), recovery)
+    }
+}
+
+/// What one epoch reply told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observation {
+    /// The record is as last seen: "dead" answers read beside it stand (within any window).
+    Unchanged,
+    /// First seen (at connect, after a loss): trusted, or distrusted while it is young.
+    Adopted,
+    /// Missing or changed: data loss; "dead" is distrusted for the window.
+    Lost,
+    /// Compared with nothing: a concurrent call moved the state on meanwhile.
+    Stale,
+    /// Missing, and never seen: nothing to compare yet.
+    StillMissing,
+}
+
+impl Observation {
+    /// Whether the reply says the data beside it is the data the store knows: "dead" answers
+    /// read with it may be given out (as `Recovering` while a window runs).
+    pub(crate) fn vouches(self) -> bool {
+        matches!(
+            self,
+            Observation::Unchanged | Observation::Adopted | Observation::Lost
+        )
     }
 }
 

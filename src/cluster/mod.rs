@@ -100,13 +100,6 @@ enum GroupOutcome {
     Failed { error: RedisError, answered: bool },
 }
 
-/// A batch's answers as they come in.
-struct Answers {
-    alive: Vec<bool>,
-    /// Positions answered "dead" with no epoch record read beside them.
-    unvouched: bool,
-}
-
 impl ClusterStore {
     /// A builder for a store on the cluster that `seeds` belong to: `redis://[user[:password]@]host:port/`
     /// URLs of some of its nodes (any will do; more survive a seed being down).
@@ -346,43 +339,70 @@ impl ClusterStore {
         });
     }
 
-    /// Reads one lookup command's reply into `answers`: `Ok(false)` for a redirect.
+    /// Reads one lookup command's reply into `alive`: `Ok(false)` for a redirect.
     fn read_lookup(
-        &self,
         part: &Part,
         reply: &Value,
-        answers: &mut Answers,
-        missing: &mut bool,
+        alive: &mut [bool],
     ) -> std::result::Result<bool, RedisError> {
         let values = match reply {
-            Value::Array(values) => values,
+            Value::Array(values) if values.len() == part.positions.len() => values.as_slice(),
+            Value::Nil | Value::BulkString(_) | Value::SimpleString(_)
+                if part.positions.len() == 1 =>
+            {
+                std::slice::from_ref(reply)
+            }
             Value::ServerError(error) if redirected(error.kind()) => return Ok(false),
             other => return Err(unexpected(other)),
         };
-        let (record, values) = match part.check {
-            Some(_) => match values.split_first() {
-                Some((record, values)) => (Some(record), values),
-                None => return Err(unexpected(reply)),
-            },
-            None => (None, values.as_slice()),
-        };
-        if values.len() != part.positions.len() {
-            return Err(unexpected(reply));
-        }
-        let vouched = match (part.check, record) {
-            (Some(check), Some(record)) => {
-                let read = self.epochs.observe(check, record);
-                *missing |= read.missing;
-                read.vouches
-            }
-            _ => false,
-        };
         for (&position, value) in part.positions.iter().zip(values) {
-            let alive = !matches!(value, Value::Nil);
-            answers.alive[position] = alive;
-            answers.unvouched |= !alive && !vouched;
+            alive[position] = !matches!(value, Value::Nil);
         }
         Ok(true)
+    }
+
+    /// Reads the epoch records of `slots`, where a batch found keys missing: records read
+    /// after the keys show any loss that happened before the keys were read. Returns whether
+    /// every one was read (vouching for the "dead" answers beside it), and whether any was
+    /// missing.
+    async fn vouch(&self, slots: &[u16]) -> std::result::Result<(bool, bool), (Error, bool)> {
+        let op = "is_alive_batch";
+        let topology = self.topology.current();
+        let groups = plan::record_reads(&topology, &self.epochs, slots);
+        let mut vouched = 0;
+        let mut missing = false;
+        let mut observe = |part: &Part, reply: &Value| match (reply, part.check) {
+            (Value::ServerError(error), _) if redirected(error.kind()) => Ok(false),
+            (Value::ServerError(_), _) => Err(unexpected(reply)),
+            (_, Some(check)) => {
+                let read = self.epochs.observe(check, reply);
+                vouched += usize::from(read.vouches);
+                missing |= read.missing;
+                Ok(true)
+            }
+            (_, None) => Err(unexpected(reply)),
+        };
+        let outcomes = self.send_groups(groups, &mut observe).await;
+        let retry = self.settle(op, outcomes)?;
+        if !retry.is_empty() {
+            let reads: Vec<(Cmd, Part)> = retry
+                .iter()
+                .filter_map(|part| plan::record_read(&self.epochs, part.slot))
+                .collect();
+            let (commands, parts): (Vec<Cmd>, Vec<Part>) = reads.into_iter().unzip();
+            for (part, reply) in parts.iter().zip(self.resend(commands).await) {
+                match reply {
+                    Ok(value) => {
+                        observe(part, &value).map_err(|e| (self.backend_error(op, &e), true))?;
+                    }
+                    Err(error) => {
+                        let answered = server_answered(&error);
+                        return Err((self.backend_error(op, &error), answered));
+                    }
+                }
+            }
+        }
+        Ok((vouched == slots.len(), missing))
     }
 
     fn slots(&self, keys: &[Vec<u8>]) -> Vec<u16> {
@@ -405,15 +425,11 @@ impl ClusterStore {
         let op = "is_alive_batch";
         let slots = self.slots(keys);
         let topology = self.topology.current();
-        let groups = plan::lookups(&topology, &self.epochs, keys, &slots, self.max_batch);
-        let mut answers = Answers {
-            alive: vec![false; keys.len()],
-            unvouched: false,
-        };
-        let mut missing = false;
+        let groups = plan::lookups(&topology, keys, &slots, self.max_batch);
+        let mut alive = vec![false; keys.len()];
         let outcomes = self
             .send_groups(groups, |part, reply| {
-                self.read_lookup(part, reply, &mut answers, &mut missing)
+                Self::read_lookup(part, reply, &mut alive)
             })
             .await;
         let retry = match self.settle(op, outcomes) {
@@ -421,52 +437,60 @@ impl ClusterStore {
             Err((error, answered)) => return (Err(error), answered),
         };
         if !retry.is_empty() {
-            // Each command again as it was, its slot's record first: redis-rs routes it by
-            // that one slot.
+            // Each command again as it was: redis-rs routes it by its one slot.
             let commands = retry
                 .iter()
-                .map(|part| plan::lookup_command(&self.epochs, keys, part.slot, &part.positions).0)
+                .map(|part| plan::lookup_command(keys, part.slot, &part.positions).0)
                 .collect();
             for (part, reply) in retry.iter().zip(self.resend(commands).await) {
-                let read = reply.and_then(|value| {
-                    self.read_lookup(part, &value, &mut answers, &mut missing)
-                        .and_then(|answered| {
-                            if answered {
-                                Ok(())
-                            } else {
-                                Err(unexpected(&value))
-                            }
-                        })
-                });
+                let read =
+                    reply.and_then(|value| match Self::read_lookup(part, &value, &mut alive) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(unexpected(&value)),
+                        Err(error) => Err(error),
+                    });
                 if let Err(error) = read {
                     let answered = server_answered(&error);
                     return (Err(self.backend_error(op, &error)), answered);
                 }
             }
         }
-        if missing {
-            self.create_records_soon();
-        }
-        if answers.unvouched {
-            // A "dead" answer from a slot whose record could not be read: there is no
-            // telling a runtime that stopped from a record that was lost.
-            return (
-                Err(Error::backend(
-                    op,
-                    "a slot's epoch record could not be read beside its keys, so \"dead\" \
-                     answers cannot be trusted; retry",
-                )),
-                true,
-            );
+        // "Dead" answers are vouched for by their slots' epoch records, read after them; a
+        // batch where every runtime is alive needs none.
+        let mut dead_slots: Vec<u16> = (0..keys.len())
+            .filter(|&position| !alive[position])
+            .map(|position| slots[position])
+            .collect();
+        if !dead_slots.is_empty() {
+            dead_slots.sort_unstable();
+            dead_slots.dedup();
+            match self.vouch(&dead_slots).await {
+                Ok((all_vouched, missing)) => {
+                    if missing {
+                        self.create_records_soon();
+                    }
+                    if !all_vouched {
+                        return (
+                            Err(Error::backend(
+                                op,
+                                "a slot's epoch record could not be read, so its \"dead\" \
+                                 answers cannot be trusted; retry",
+                            )),
+                            true,
+                        );
+                    }
+                }
+                Err((error, answered)) => return (Err(error), answered),
+            }
         }
         // A record present now was written after any loss, so "alive" stands; "dead" may be a
         // lost record until every live runtime has beaten again.
         if let Some(remaining) = self.epochs.recovering_for()
-            && answers.alive.contains(&false)
+            && alive.contains(&false)
         {
             return (Err(Error::Recovering { remaining }), true);
         }
-        (Ok(answers.alive), true)
+        (Ok(alive), true)
     }
 
     /// The whole of `touch_many` once the input is checked.

@@ -1,10 +1,11 @@
 //! How one call's keys are split into one pipeline per master.
 //!
 //! Redis Cluster refuses a command whose keys span slots (`CROSSSLOT`), and a pipeline whose
-//! keys belong to another master comes back as redirects; so a batch becomes, per master, one
-//! `MGET` per slot (chunked), which reads the slot's epoch record first, and a touch batch
-//! one `SET` per key followed by one epoch record read; all of a master's commands in one
-//! pipeline, every master's pipeline sent at once.
+//! keys belong to another master comes back as redirects; so a batch becomes, per master, a
+//! `GET` per slot holding one of its keys and an `MGET` per slot holding several (chunked),
+//! and a touch batch one `SET` per key followed by one epoch record read; all of a master's
+//! commands in one pipeline, every master's pipeline sent at once. The epoch records of the
+//! slots where a batch found a key missing are read afterwards, the same way.
 
 use redis::{Cmd, Pipeline};
 
@@ -54,34 +55,23 @@ fn by_master(topology: &Topology, slots: &[u16]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// `MGET <slot's record> <keys..>`: the lookup of `positions`, all in `slot`, with the read
-/// of the record that vouches for its "dead" answers.
-pub(super) fn lookup_command(
-    epochs: &ClusterEpochs,
-    keys: &[Vec<u8>],
-    slot: u16,
-    positions: &[usize],
-) -> (Cmd, Part) {
-    let mut command = redis::cmd("MGET");
-    let check = epochs.check(slot);
-    if let (Some(_), Some(record)) = (check, epochs.key(slot)) {
-        command.arg(record);
-    }
+/// The lookup of `positions`, all in `slot`: `GET` for one key, `MGET` for more.
+pub(super) fn lookup_command(keys: &[Vec<u8>], slot: u16, positions: &[usize]) -> (Cmd, Part) {
+    let mut command = redis::cmd(if positions.len() == 1 { "GET" } else { "MGET" });
     for &position in positions {
         command.arg(&keys[position]);
     }
     let part = Part {
         slot,
         positions: positions.to_vec(),
-        check,
+        check: None,
     };
     (command, part)
 }
 
-/// Lookups: per master, one `MGET` per slot of its record and at most `max_batch` keys.
+/// Lookups: per master, one command per slot of at most `max_batch` keys.
 pub(super) fn lookups(
     topology: &Topology,
-    epochs: &ClusterEpochs,
     keys: &[Vec<u8>],
     slots: &[u16],
     max_batch: usize,
@@ -94,7 +84,7 @@ pub(super) fn lookups(
             for same_slot in positions.chunk_by(|&a, &b| slots[a] == slots[b]) {
                 let slot = slots[same_slot[0]];
                 for chunk in same_slot.chunks(max_batch) {
-                    let (command, part) = lookup_command(epochs, keys, slot, chunk);
+                    let (command, part) = lookup_command(keys, slot, chunk);
                     pipeline.add_command(command);
                     parts.push(part);
                 }
@@ -107,6 +97,48 @@ pub(super) fn lookups(
                 check: None,
             }
         })
+        .collect()
+}
+
+/// The `GET` of `slot`'s epoch record, if it has one.
+pub(super) fn record_read(epochs: &ClusterEpochs, slot: u16) -> Option<(Cmd, Part)> {
+    let check = epochs.check(slot)?;
+    let mut command = redis::cmd("GET");
+    command.arg(epochs.key(slot)?);
+    let part = Part {
+        slot,
+        positions: Vec::new(),
+        check: Some(check),
+    };
+    Some((command, part))
+}
+
+/// Reads of the epoch records of `slots`, per master; slots without a record are left out.
+pub(super) fn record_reads(
+    topology: &Topology,
+    epochs: &ClusterEpochs,
+    slots: &[u16],
+) -> Vec<Group> {
+    by_master(topology, slots)
+        .into_iter()
+        .map(|positions| {
+            let mut pipeline = redis::pipe();
+            let mut parts = Vec::new();
+            for &position in &positions {
+                if let Some((command, part)) = record_read(epochs, slots[position]) {
+                    pipeline.add_command(command);
+                    parts.push(part);
+                }
+            }
+            Group {
+                route_slot: slots[positions[0]],
+                commands: parts.len(),
+                pipeline,
+                parts,
+                check: None,
+            }
+        })
+        .filter(|group| group.commands > 0)
         .collect()
 }
 

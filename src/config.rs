@@ -71,7 +71,8 @@ impl FromStr for Backend {
 
 /// Environment variable naming the backend.
 pub const ENV_BACKEND: &str = "LIVENESS_BACKEND";
-/// Environment variable holding the Redis URL.
+/// Environment variable holding the Redis URL; for the cluster backends, the seed nodes' URLs
+/// separated by commas (see [`StoreConfig::from_env`] for commas in passwords).
 pub const ENV_REDIS_URL: &str = "LIVENESS_REDIS_URL";
 /// Fallback for [`ENV_REDIS_URL`], the name most platforms set.
 pub const ENV_REDIS_URL_FALLBACK: &str = "REDIS_URL";
@@ -185,6 +186,12 @@ impl StoreConfig {
     /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
     /// | `LIVENESS_RECOVERY_FLOOR_MS` | shortest recovery window after data loss in ms (the largest ttl in use) | `90000` |
     ///
+    /// Cluster seeds are split only at a comma that a URL scheme follows (`redis://`,
+    /// `rediss://`, `valkey://` or `valkeys://`, in any case, spaces allowed), and a trailing
+    /// comma is ignored: a raw comma in a password stays part of it
+    /// (`redis://:pa,ss@10.0.0.1:6379/,redis://10.0.0.2:6379/` is two seeds), and so does a
+    /// percent-encoded one (`%2C`).
+    ///
     /// Nothing set gives the noop store; `REDIS_URL` alone does not turn Redis on. An empty
     /// variable counts as unset.
     ///
@@ -278,13 +285,56 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
     }
 }
 
+/// The URLs in a comma-separated list of seeds, trimmed, empty ones dropped; see
+/// [`split_urls`].
+#[cfg(any(test, feature = "cluster"))]
+fn split_seeds(urls: &str) -> Vec<&str> {
+    split_urls(urls)
+        // A comma left at a seed's end separates nothing (a URL cannot end in one after its
+        // password): "a,b," and "a,,b" read as "a,b", as when every comma split.
+        .map(|seed| {
+            seed.trim_start()
+                .trim_end_matches(|c: char| c == ',' || c.is_whitespace())
+        })
+        .filter(|seed| !seed.is_empty())
+        .collect()
+}
+
+/// `urls` cut, verbatim, at each comma that a URL scheme follows (spaces allowed), and only
+/// there: a raw `,` is legal in a password, and cutting there would break the URL and the
+/// redaction of its password, which cuts the same way (`redact.rs`). A password holding a
+/// comma then a scheme still splits; percent-encode it (`%2C`).
+pub(crate) fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(urls);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let cut = text
+            .match_indices(',')
+            .map(|(comma, _)| comma)
+            .find(|&comma| starts_with_scheme(text[comma + 1..].trim_start()));
+        match cut {
+            Some(comma) => {
+                rest = Some(&text[comma + 1..]);
+                Some(&text[..comma])
+            }
+            None => rest.take(),
+        }
+    })
+}
+
+/// Whether `text` starts with one of the TCP schemes redis-rs takes, in any case.
+fn starts_with_scheme(text: &str) -> bool {
+    ["redis://", "rediss://", "valkey://", "valkeys://"]
+        .iter()
+        .any(|scheme| {
+            text.get(..scheme.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(scheme))
+        })
+}
+
 #[cfg(feature = "cluster")]
 async fn cluster_store(config: &StoreConfig) -> Result<crate::ClusterStore> {
-    let seeds = config
-        .require_redis_url()?
-        .split(',')
-        .map(str::trim)
-        .filter(|seed| !seed.is_empty());
+    let seeds = split_seeds(config.require_redis_url()?);
     let mut builder = crate::ClusterStore::builder(seeds);
     if let Some(prefix) = &config.key_prefix {
         builder = builder.key_prefix(prefix);
@@ -470,6 +520,56 @@ mod tests {
                 assert!(e.contains(variable), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn seeds_split_only_before_a_scheme() {
+        assert_eq!(
+            split_seeds("redis://h1:1/,redis://h2:2/"),
+            ["redis://h1:1/", "redis://h2:2/"]
+        );
+        assert_eq!(
+            split_seeds(" redis://h1:1/ ,  REDISS://h2:2/ "),
+            ["redis://h1:1/", "REDISS://h2:2/"]
+        );
+        assert_eq!(
+            split_seeds("redis://h1:1/,redis://h2:2/,"),
+            ["redis://h1:1/", "redis://h2:2/"]
+        );
+        assert_eq!(
+            split_seeds("redis://h1:1/, ,redis://h2:2/ , "),
+            ["redis://h1:1/", "redis://h2:2/"]
+        );
+        // A raw comma in a password stays in it, wherever the URL stands.
+        assert_eq!(
+            split_seeds("redis://:pa,ss@h:1/,redis://h2:2/"),
+            ["redis://:pa,ss@h:1/", "redis://h2:2/"]
+        );
+        assert_eq!(
+            split_seeds("valkey://h2:2/, rediss://u:,p,@h:1/"),
+            ["valkey://h2:2/", "rediss://u:,p,@h:1/"]
+        );
+        assert_eq!(split_seeds("redis://:a%2Cb@h:1/"), ["redis://:a%2Cb@h:1/"]);
+        assert_eq!(split_seeds("redis://h:1/"), ["redis://h:1/"]);
+        assert_eq!(
+            split_seeds(" redis://:pa,ss@h:1/ "),
+            ["redis://:pa,ss@h:1/"]
+        );
+        assert!(split_seeds(" , ").is_empty());
+    }
+
+    #[test]
+    fn debug_redacts_a_password_with_a_comma() {
+        let c = StoreConfig::new(Backend::Cluster)
+            .with_redis_url("redis://:hun,ter2@h1:1/,redis://u:s3,cr3t@h2:2/");
+        let shown = format!("{c:?}");
+        for part in ["hun", "ter2", "s3", "cr3t"] {
+            assert!(!shown.contains(part), "{part}: {shown}");
+        }
+        assert!(
+            shown.contains("redis://:***@h1:1/,redis://u:***@h2:2/"),
+            "{shown}"
+        );
     }
 
     #[test]

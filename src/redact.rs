@@ -1,11 +1,17 @@
 //! Keeping Redis passwords out of `Debug` output, error messages and logs (invariant 7).
 
+use crate::config::split_urls;
+
 /// The URL with its password, if any, replaced by `***`.
 ///
 /// Works on anything shaped like `scheme://[user][:password]@host...`, and on comma-separated
 /// seed lists; text that is not a URL comes back unchanged.
 pub(crate) fn redact_url(url: &str) -> String {
-    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+    // Split as the cluster seeds are: a raw comma in a password must not cut it in two.
+    split_urls(url)
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn redact_one(url: &str) -> String {
@@ -33,7 +39,7 @@ fn password_span(url: &str) -> Option<(usize, usize)> {
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn scrub(message: &str, urls: &str) -> String {
     let mut clean = message.to_owned();
-    for url in urls.split(',') {
+    for url in split_urls(urls) {
         if let Some((start, end)) = password_span(url) {
             clean = clean.replace(&url[start..end], "***");
         }
@@ -59,6 +65,12 @@ mod tests {
             redact_url("redis://:a@h1,redis://:b@h2"),
             "redis://:***@h1,redis://:***@h2"
         );
+        // A ',' inside the password: seeds split only where a scheme follows the comma.
+        assert_eq!(
+            redact_url("redis://:pa,ss@h:1/, redis://u:x,y@h2:2/"),
+            "redis://:***@h:1/, redis://u:***@h2:2/"
+        );
+        assert!(!scrub("bad: redis://:pa,ss@h/", "redis://:pa,ss@h/").contains("pa,ss"));
         // An '@', '/', '?', '#' or '%' inside the password: the last '@' ends the user info.
         for password in ["p@ss", "ab/SECRET", "a?b", "a#b", "a%2Fb", "x/y@z#w"] {
             let url = format!("redis://u:{password}@host:6379/0");

@@ -224,6 +224,68 @@ async fn the_subscription_survives_a_restart() {
     }
 }
 
+/// A broadcast Redis that accepts connections and never answers (a listener nobody accepts
+/// from: the kernel's backlog completes the handshake) holds no forget past its bound, however
+/// many overlap. The remote is a healthy Redis, so its share of the documented bound (twice the
+/// op timeout: the remote's delete, then the publish) is a millisecond or two, and the publish
+/// alone must end within the op timeout: every forget returns within op timeout + 50 ms. The
+/// forgets start 20 ms apart over two op timeouts, so that each one's deadline finds another's
+/// connect in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_broadcast_redis_keeps_every_forget_within_its_bound() {
+    const OP_TIMEOUT: Duration = Duration::from_millis(200);
+    const FORGETS: u32 = 20;
+    const SLACK: Duration = Duration::from_millis(50);
+    let server = RedisServer::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let silent_url = format!("redis://{}/", silent.local_addr().unwrap());
+    let remote = support::store_builder(&server.url())
+        .build()
+        .await
+        .expect("connect to redis");
+    let store = Arc::new(
+        LayeredStore::builder(remote)
+            .op_timeout(OP_TIMEOUT)
+            .forget_broadcast(ForgetBroadcast::new([silent_url], DEFAULT_KEY_PREFIX).unwrap())
+            .build()
+            .unwrap(),
+    );
+    let forgets: Vec<_> = (0..FORGETS)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                tokio::time::sleep(OP_TIMEOUT / 10 * i).await;
+                let start = Instant::now();
+                store.forget(&format!("rt-{i}")).await;
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut took = Vec::new();
+    for forget in forgets {
+        took.push(forget.await.unwrap());
+    }
+    took.sort();
+    println!(
+        "{FORGETS} overlapping forgets, broadcast Redis silent, op timeout {OP_TIMEOUT:?}: \
+         fastest {:?}, median {:?}, slowest {:?}",
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert!(
+        took[took.len() - 1] <= OP_TIMEOUT + SLACK,
+        "a forget took {:?}, past op timeout {OP_TIMEOUT:?} + {SLACK:?}: {took:?}",
+        took[took.len() - 1]
+    );
+    assert_eq!(
+        server.calls("del"),
+        u64::from(FORGETS),
+        "every forget reached the remote"
+    );
+    drop(silent);
+}
+
 /// Without the broadcast nothing is published or subscribed, and B keeps its cached "alive":
 /// what the other tests measure is the broadcast's doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

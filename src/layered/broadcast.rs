@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
@@ -138,15 +140,27 @@ pub(super) struct Link {
     /// Starts every message this instance sends, so that its subscriber can skip them: the
     /// instance has already dropped the runtime itself.
     pub(super) sender: String,
-    /// The publishing connection, opened by the first `forget` and after a failure. A tokio
-    /// lock, held across the connect, so that concurrent forgets share one connect instead of
-    /// opening one each.
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    /// The URL the next connect uses; a failure moves it on.
+    /// The publishing connection, opened by the first `forget` and after a failure, with the
+    /// `next_url` count it was opened at, which names it. A parking_lot lock, never held
+    /// across an await: dropping a failed connection must never wait, or a forget would
+    /// outlive its deadline behind another forget's connect.
+    connection: parking_lot::Mutex<Option<Opened>>,
+    /// Held across a connect, so that concurrent forgets share one connect instead of opening
+    /// one each; every wait for it lies within the waiting forget's deadline.
+    connecting: tokio::sync::Mutex<()>,
+    /// Counts the failed URLs: the next connect uses `next_url % urls`. Each failure moves it
+    /// on once, whoever sees it: a failure advances it only from the count the failed
+    /// connection (or connect) was made at.
     next_url: AtomicUsize,
     publish_log: LogLimit,
     /// Ends the subscriber task when the store is dropped.
     pub(super) subscriber: OnceLock<AbortOnDrop>,
+}
+
+/// A publishing connection and the `next_url` count it was opened at.
+struct Opened {
+    url: usize,
+    connection: MultiplexedConnection,
 }
 
 impl Link {
@@ -155,7 +169,8 @@ impl Link {
             channel: broadcast.channel(),
             broadcast,
             sender: new_sender_id(),
-            connection: tokio::sync::Mutex::new(None),
+            connection: parking_lot::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             next_url: AtomicUsize::new(0),
             publish_log: LogLimit::new(),
             subscriber: OnceLock::new(),
@@ -163,34 +178,38 @@ impl Link {
     }
 
     /// Publishes the forget of `runtime_id`: one `PUBLISH`, connect included, bounded by
-    /// `timeout`. Failures are logged, rate-limited: `forget` has no error to return, and
-    /// every other instance still drops the runtime when its entry lapses.
+    /// `timeout`: every step, waits for another forget's connect included, runs against one
+    /// deadline, and what follows a failure never waits. Failures are logged, rate-limited:
+    /// `forget` has no error to return, and every other instance still drops the runtime
+    /// when its entry lapses.
     pub(super) async fn publish(&self, runtime_id: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         let payload = encode(&self.sender, runtime_id);
-        let publish = async {
-            match self.try_publish(&payload, timeout).await {
-                // The connection kept from an earlier forget died since (a restart, a failed
-                // node), unnoticed because nothing else uses it: one more try, on a fresh
-                // connection to the next URL, within the same deadline, so that the first
-                // forget after a restart is not lost. (If the first `PUBLISH` did arrive, a
-                // second drop of the runtime is harmless.)
-                Err(Failure {
-                    error,
-                    reused: true,
-                }) if error.is_unrecoverable_error() => {
-                    self.discard().await;
-                    self.try_publish(&payload, timeout).await
-                }
-                result => result,
+        let result = match self.try_publish(&payload, timeout, deadline).await {
+            // The connection kept from an earlier forget died since (a restart, a failed
+            // node), unnoticed because nothing else uses it: one more try, on a fresh
+            // connection to the next URL, within the same deadline, so that the first forget
+            // after a restart is not lost. (If the first `PUBLISH` did arrive, a second drop
+            // of the runtime is harmless.)
+            Err(Failure {
+                error: Some(error),
+                culprit: Culprit::Connection(url),
+                reused: true,
+            }) if error.is_unrecoverable_error() => {
+                self.discard(Culprit::Connection(url));
+                self.try_publish(&payload, timeout, deadline).await
             }
+            result => result,
         };
-        let error = match tokio::time::timeout(timeout, publish).await {
-            Ok(Ok(())) => return,
-            Ok(Err(failure)) => self.broadcast.scrub(&failure.error.to_string()),
-            Err(_) => format!("timed out after {timeout:?}"),
+        let Err(failure) = result else { return };
+        // The connection (or URL) that failed may be dead or hung (a paused node): the next
+        // forget connects afresh, to the next URL. A forget that timed out waiting for
+        // another's connect blames nothing: that connect's own forget does.
+        let url = self.discard(failure.culprit);
+        let error = match failure.error {
+            Some(error) => self.broadcast.scrub(&error.to_string()),
+            None => format!("timed out after {timeout:?}"),
         };
-        // The connection may be dead or hung (a paused node): the next forget connects afresh.
-        let url = self.discard().await;
         if let Some(suppressed) = self.publish_log.allow() {
             tracing::warn!(
                 backend = %self.broadcast.name(url),
@@ -202,53 +221,140 @@ impl Link {
         }
     }
 
-    /// Drops the publishing connection and moves on to the next URL (for a cluster, another
-    /// node); returns the index of the URL it leaves.
-    async fn discard(&self) -> usize {
-        let mut slot = self.connection.lock().await;
-        *slot = None;
-        self.next_url.fetch_add(1, Ordering::Relaxed) % self.broadcast.clients.len()
+    /// Drops the failed connection, if it is still the one kept, and moves on to the next URL
+    /// (for a cluster, another node); returns the index of the URL that failed. A connection
+    /// opened since by another forget stays, and the URL moves on once however many forgets
+    /// saw the failure: one forget's failure must not discard a connection that works.
+    fn discard(&self, culprit: Culprit) -> usize {
+        let url = match culprit {
+            Culprit::Nothing => return self.url_index(self.next_url.load(Ordering::Relaxed)),
+            // The connect moved the URL on itself, before the next connect could start.
+            Culprit::Connect(url) => return self.url_index(url),
+            Culprit::Connection(url) => url,
+        };
+        // Under the slot's lock, so that a connect, which reads the count under it when it
+        // finds the slot empty, never opens a connection named like the dropped one.
+        let mut slot = self.connection.lock();
+        if slot.as_ref().is_some_and(|opened| opened.url == url) {
+            *slot = None;
+            self.advance(url);
+        }
+        self.url_index(url)
     }
 
-    async fn try_publish(&self, payload: &[u8], timeout: Duration) -> Result<(), Failure> {
-        let (mut connection, reused) = {
-            let mut slot = self.connection.lock().await;
-            match &*slot {
-                Some(connection) => (connection.clone(), true),
-                None => {
-                    let clients = &self.broadcast.clients;
-                    let url = self.next_url.load(Ordering::Relaxed) % clients.len();
-                    let config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(timeout))
-                        .set_response_timeout(Some(timeout));
-                    let connection = clients[url]
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map_err(|error| Failure {
-                            error,
-                            reused: false,
-                        })?;
-                    *slot = Some(connection.clone());
-                    (connection, false)
-                }
-            }
+    /// Moves on from the URL at count `url`, unless a failure did already.
+    fn advance(&self, url: usize) {
+        let _ = self.next_url.compare_exchange(
+            url,
+            url.wrapping_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn url_index(&self, url: usize) -> usize {
+        url % self.broadcast.clients.len()
+    }
+
+    /// The kept connection, if any.
+    fn kept(&self) -> Option<(usize, MultiplexedConnection)> {
+        let slot = self.connection.lock();
+        slot.as_ref()
+            .map(|opened| (opened.url, opened.connection.clone()))
+    }
+
+    async fn try_publish(
+        &self,
+        payload: &[u8],
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let (url, mut connection, reused) = match self.kept() {
+            Some((url, connection)) => (url, connection, true),
+            None => self.connect(timeout, deadline).await?,
         };
         // The reply counts the receivers on the node that took it (on a cluster, not all of
         // them), so it proves nothing either way.
-        redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(payload)
-            .query_async::<i64>(&mut connection)
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(&self.channel).arg(payload);
+        let publish = command.query_async::<i64>(&mut connection);
+        match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(Failure::new(Some(error), Culprit::Connection(url), reused)),
+            Err(_) => Err(Failure::new(None, Culprit::Connection(url), reused)),
+        }
+    }
+
+    /// Opens the publishing connection and keeps it, or takes the one another forget opened
+    /// while this one waited its turn.
+    async fn connect(
+        &self,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<(usize, MultiplexedConnection, bool), Failure> {
+        let _turn = tokio::time::timeout_at(deadline, self.connecting.lock())
             .await
-            .map(drop)
-            .map_err(|error| Failure { error, reused })
+            .map_err(|_| Failure::new(None, Culprit::Nothing, false))?;
+        // Read with the slot under one lock: a discard empties it and moves the count on at
+        // once, so the count read here names no connection opened before.
+        let url = {
+            let slot = self.connection.lock();
+            if let Some(opened) = &*slot {
+                return Ok((opened.url, opened.connection.clone(), false));
+            }
+            self.next_url.load(Ordering::Relaxed)
+        };
+        let client = &self.broadcast.clients[self.url_index(url)];
+        // The connection keeps this response timeout for its later `PUBLISH`es too.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let connecting = client.get_multiplexed_async_connection_with_config(&config);
+        let error = match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(connection)) => {
+                *self.connection.lock() = Some(Opened {
+                    url,
+                    connection: connection.clone(),
+                });
+                return Ok((url, connection, false));
+            }
+            Ok(Err(error)) => Some(error),
+            Err(_) => None,
+        };
+        // Moved on while this forget still holds the turn, so that the next connect, whoever
+        // makes it, tries the next URL.
+        self.advance(url);
+        Err(Failure::new(error, Culprit::Connect(url), false))
     }
 }
 
-/// A failed `PUBLISH`, and whether it went over a connection opened by an earlier one.
+/// A failed publish: the error (`None` when the deadline passed), what to blame, and whether
+/// it went over a connection opened by an earlier forget.
 struct Failure {
-    error: redis::RedisError,
+    error: Option<redis::RedisError>,
+    culprit: Culprit,
     reused: bool,
+}
+
+impl Failure {
+    fn new(error: Option<redis::RedisError>, culprit: Culprit, reused: bool) -> Failure {
+        Failure {
+            error,
+            culprit,
+            reused,
+        }
+    }
+}
+
+/// What a failed publish blames, by the `next_url` count it was made at.
+#[derive(Clone, Copy)]
+enum Culprit {
+    /// Nothing: the deadline passed while another forget was connecting.
+    Nothing,
+    /// The connect to the URL at that count, which moved the count on itself.
+    Connect(usize),
+    /// The kept connection opened at that count.
+    Connection(usize),
 }
 
 /// 64 random bits as 16 hex digits, from the standard library's randomly keyed hasher (each

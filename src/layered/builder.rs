@@ -126,8 +126,9 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
     /// instead of after its [`remote_positive_ttl`](Self::remote_positive_ttl) (or its ttl).
     ///
     /// Each `forget` ends with one `PUBLISH` (a second on a fresh connection if the one kept
-    /// from an earlier forget has died), bounded by the [`op_timeout`](Self::op_timeout), so a
-    /// forget may take up to twice that; a failure is a rate-limited warning. Touches never
+    /// from an earlier forget has died), bounded by the [`op_timeout`](Self::op_timeout) with
+    /// its connect and any wait for another forget's connect, so a forget (the remote's delete,
+    /// then the publish) may take up to twice that; a failure is a rate-limited warning. Touches never
     /// publish. A task spawned by [`build`](Self::build) stays subscribed, reconnecting
     /// after any failure, and ends with the store. An instance misses what is announced while
     /// it is disconnected, and then sees the forget when its entry lapses, as without the

@@ -4,7 +4,8 @@
 //!   all alive, on `ClusterStore` over 3 masters (no replicas) and on `RedisStore` over a
 //!   `redis-server` of its own. The ids' keys spread over the slots, so a batch becomes one
 //!   pipeline per master holding one `GET` (or `MGET`) per slot, against `RedisStore`'s one
-//!   `MGET` per 1,000 keys.
+//!   `MGET` per 1,000 keys. Then 1,000 ids that are all dead, for which the cluster store also
+//!   reads each slot's epoch record.
 //! - `cluster_touch`: heartbeats from 256 concurrent tasks, each touching its own runtime, on
 //!   `ClusterStore` over 3 masters and over a one-master cluster, with `RedisStore` as the
 //!   reference line; throughput in touches per second.
@@ -61,6 +62,21 @@ fn cluster_is_alive_batch(c: &mut Criterion) {
                 });
             });
         }
+    }
+    // A sweep of runtimes that all stopped: every answer "dead", which on the cluster costs a
+    // read of each slot's epoch record after the keys (one more round trip).
+    let stopped = Ids::new("stopped");
+    let batches = Batches::new(&stopped.ids, 1_000);
+    group.throughput(Throughput::Elements(1_000));
+    group.sample_size(100);
+    for (name, store) in &stores {
+        let name = format!("{name}, all dead");
+        group.bench_with_input(BenchmarkId::new(name, 1_000), &1_000, |b, _| {
+            b.to_async(&rt).iter(|| {
+                let batch = batches.next();
+                async move { black_box(store.is_alive_batch(batch).await.unwrap()) }
+            });
+        });
     }
     group.finish();
 }

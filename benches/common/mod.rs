@@ -35,10 +35,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// `RedisStore` as a server would build it, but with a timeout that a busy bench machine does
-/// not trip.
+/// not trip, and trusting the bench's fresh Redis at once (a zero recovery floor), so that
+/// "dead" answers are answers.
 pub async fn redis_store(server: &RedisServer) -> RedisStore {
     RedisStore::builder(&server.url())
         .op_timeout(Duration::from_secs(5))
+        .recovery_floor(Duration::ZERO)
         .build()
         .await
         .expect("connect to the bench's redis-server")

@@ -126,6 +126,7 @@ impl Epoch {
 
     /// What a read of the record that a pipeline carries without creating it (a cluster's
     /// `MGET` holds its slot's record) needs to be compared: the state it was read against.
+    #[cfg(feature = "cluster")]
     pub(crate) fn read_check(&self) -> EpochCheck {
         EpochCheck {
             replies: 1,
@@ -256,6 +257,7 @@ pub(crate) enum Observation {
 impl Observation {
     /// Whether the reply says the data beside it is the data the store knows: "dead" answers
     /// read with it may be given out (as `Recovering` while a window runs).
+    #[cfg(feature = "cluster")]
     pub(crate) fn vouches(self) -> bool {
         matches!(
             self,

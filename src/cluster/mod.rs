@@ -35,17 +35,18 @@ use crate::{Error, LivenessStore, Result, validate};
 ///
 /// Keys are `<prefix><id>` as on a single Redis, so a runtime's record lives in the slot of its
 /// key; an id holding a hash tag (`{tenant-7}:rt-1`) shares a slot with the others of its tag.
-/// A batch is split by master: one pipeline per master, all sent at once, with one `MGET` per
-/// slot inside it; touches are grouped the same way. A command whose slot moved meanwhile
+/// A batch is split by master: one pipeline per master, all sent at once, with one `GET` or
+/// `MGET` per slot inside it; touches are grouped the same way. A command whose slot moved meanwhile
 /// (`MOVED`, or `ASK` during a reshard) is sent once more on its own, through redis-rs's
 /// redirect handling, and the store refreshes its slot map; all of it within the operation
 /// timeout. Every reply is checked for server errors.
 ///
 /// Deadlines, the circuit breaker (one for the cluster), input checks and data-loss detection
-/// work as for `RedisStore`. Every slot has an epoch record, read in the same `MGET` as the
-/// slot's keys, so a replica promoted without the data, or slots handed empty to another
-/// master, make "dead" answers [`Error::Recovering`]; a loss anywhere in the cluster does so
-/// for every batch with a "dead" answer, for the recovery window.
+/// work as for `RedisStore`. Every slot has an epoch record, read after the keys for each slot
+/// where a batch found a key missing (one more round trip, for batches with "dead" answers
+/// only), so a replica promoted without the data, or slots handed empty to another master,
+/// make "dead" answers [`Error::Recovering`]; a loss anywhere in the cluster does so for every
+/// batch with a "dead" answer, for the recovery window.
 ///
 /// ```no_run
 /// use std::time::Duration;

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use liveness_store::{Error, HealthStatus, LayeredStore, LivenessStore, RedisStor
 use parking_lot::Mutex;
 use support::RedisServer;
 use support::proxy::{Mode, Proxy};
+use support::workload::{Call, Outcome, Report};
 
 const MS: Duration = Duration::from_millis(1);
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -59,21 +59,6 @@ async fn instance(url: &str) -> Arc<LayeredStore<RedisStore>> {
         .build()
         .expect("valid settings");
     Arc::new(store)
-}
-
-/// What one call did, for the checks afterwards.
-#[derive(Debug)]
-struct Call {
-    instance: usize,
-    start: Instant,
-    end: Instant,
-    what: Outcome,
-}
-
-#[derive(Debug)]
-enum Outcome {
-    Touch { id: usize, ok: bool },
-    Read(Result<Vec<bool>, Error>),
 }
 
 /// Two instances over one Redis (through a proxy, when the fault is in the network), 100
@@ -218,106 +203,15 @@ impl World {
             self.tasks_before
         );
         let calls = std::mem::take(&mut *self.calls.lock());
-        Report {
-            ids: Arc::clone(&self.ids),
-            calls,
-        }
+        Report::new(Arc::clone(&self.ids), TTL, calls)
     }
 }
 
-struct Report {
-    ids: Arc<Vec<String>>,
-    calls: Vec<Call>,
-}
-
-impl Report {
-    /// Invariant 5: every call, whatever the fault, ended within the op timeout + 50 ms.
-    /// Prints the worst latencies; returns how many calls overlapped `window`.
-    fn assert_bounded(&self, name: &str, window: (Instant, Instant)) -> usize {
-        let limit = OP_TIMEOUT + SLACK;
-        let mut worst: HashMap<&str, Duration> = HashMap::new();
-        let mut during = 0;
-        for call in &self.calls {
-            let took = call.end - call.start;
-            let kind = match call.what {
-                Outcome::Touch { .. } => "touch",
-                Outcome::Read(_) => "is_alive_batch",
-            };
-            let entry = worst.entry(kind).or_default();
-            *entry = (*entry).max(took);
-            assert!(
-                took <= limit,
-                "{name}: a {kind} took {took:?}, over {limit:?}"
-            );
-            during += usize::from(call.end >= window.0 && call.start <= window.1);
-        }
-        let errors = self
-            .calls
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c.what,
-                    Outcome::Touch { ok: false, .. } | Outcome::Read(Err(_))
-                )
-            })
-            .count();
-        println!(
-            "{name}: {} calls ({during} during the fault, {errors} errors); worst touch {:?}, \
-             worst is_alive_batch {:?}",
-            self.calls.len(),
-            worst.get("touch").copied().unwrap_or_default(),
-            worst.get("is_alive_batch").copied().unwrap_or_default(),
-        );
-        during
-    }
-
-    /// Invariant 1: no read that began after a touch returned `Ok` and ended before that
-    /// touch's ttl ran out (from its start, the earliest the record can have been written)
-    /// answered "dead", on either instance.
-    fn assert_no_false_dead(&self, name: &str) {
-        // Per runtime, its successful touches as (end, start), sorted by end, with the latest
-        // start among all touches ended so far.
-        let mut touches: Vec<Vec<(Instant, Instant)>> = vec![Vec::new(); self.ids.len()];
-        for call in &self.calls {
-            if let Outcome::Touch { id, ok: true } = call.what {
-                touches[id].push((call.end, call.start));
-            }
-        }
-        for list in &mut touches {
-            list.sort();
-            let mut latest_start: Option<Instant> = None;
-            for (_, start) in list.iter_mut() {
-                let latest = latest_start.map_or(*start, |l| l.max(*start));
-                latest_start = Some(latest);
-                *start = latest;
-            }
-        }
-        let mut reads = 0;
-        for call in &self.calls {
-            let Outcome::Read(Ok(answers)) = &call.what else {
-                continue;
-            };
-            reads += 1;
-            for (id, alive) in answers.iter().enumerate() {
-                if *alive {
-                    continue;
-                }
-                let list = &touches[id];
-                let ended_before = list.partition_point(|(end, _)| *end <= call.start);
-                if let Some((_, latest_start)) = ended_before.checked_sub(1).map(|i| list[i]) {
-                    assert!(
-                        call.end >= latest_start + TTL,
-                        "{name}: instance {} read {} dead {:?} after a touch that returned Ok \
-                         (ttl {TTL:?})",
-                        call.instance,
-                        self.ids[id],
-                        call.start - latest_start
-                    );
-                }
-            }
-        }
-        assert!(reads > 0, "{name}: no read succeeded at all");
-    }
+/// Invariant 5: every call, whatever the fault, ended within the op timeout + 50 ms. Prints
+/// the worst latencies; returns how many calls overlapped `window`.
+fn assert_bounded(report: &Report, name: &str, window: (Instant, Instant)) -> usize {
+    report.assert_bounded(name, OP_TIMEOUT + SLACK);
+    report.calls_during(window)
 }
 
 /// The fault's bound on recovery: one (maximum) cool-down, one probe, and a read's slack.
@@ -353,7 +247,7 @@ async fn redis_killed_under_load_then_restarted() {
     let took = world.wait_until_recovered(healthy, RECOVERY_LIMIT).await;
     println!("killed: healthy again {took:?} after the restart");
     let report = world.stop().await;
-    let during = report.assert_bounded("killed", (fault_start, fault_end));
+    let during = assert_bounded(&report, "killed", (fault_start, fault_end));
     assert!(during >= 100, "only {during} calls during the outage");
     report.assert_no_false_dead("killed");
 }
@@ -380,7 +274,7 @@ async fn redis_paused_for_two_seconds() {
     let took = world.wait_until_recovered(healthy, RECOVERY_LIMIT).await;
     println!("paused: healthy again {took:?} after SIGCONT");
     let report = world.stop().await;
-    let during = report.assert_bounded("paused", (fault_start, fault_end));
+    let during = assert_bounded(&report, "paused", (fault_start, fault_end));
     assert!(during >= 100, "only {during} calls during the pause");
     report.assert_no_false_dead("paused");
 }
@@ -458,7 +352,7 @@ async fn data_loss(name: &str, lose: impl FnOnce(&mut RedisServer)) {
         "{name}: the writer reset its coalescing"
     );
     let report = world.stop().await;
-    report.assert_bounded(name, (fault_start, fault_end));
+    assert_bounded(&report, name, (fault_start, fault_end));
     report.assert_no_false_dead(name);
 }
 
@@ -488,7 +382,7 @@ async fn network_fault(name: &str, fault: impl Fn(&Proxy), lasting: Duration) {
     let took = world.wait_until_recovered(healthy, RECOVERY_LIMIT).await;
     println!("{name}: healthy again {took:?} after the network healed");
     let report = world.stop().await;
-    let during = report.assert_bounded(name, (fault_start, fault_end));
+    let during = assert_bounded(&report, name, (fault_start, fault_end));
     assert!(
         during >= 100,
         "{name}: only {during} calls during the fault"

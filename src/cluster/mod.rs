@@ -28,6 +28,7 @@ use crate::health::{Health, remote_health};
 use crate::log_limit::LogLimit;
 use crate::redact::scrub;
 use crate::redis::connection::server_answered;
+use crate::redis::{log_failed_forget, unix_ms};
 use crate::{Error, LivenessStore, Result, validate};
 
 /// Liveness records on Redis Cluster, with [`RedisStore`](crate::RedisStore)'s contract, key
@@ -586,13 +587,6 @@ fn unexpected(reply: &Value) -> RedisError {
     }
 }
 
-fn unix_ms() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[async_trait::async_trait]
 impl LivenessStore for ClusterStore {
     fn available(&self) -> bool {
@@ -620,18 +614,8 @@ impl LivenessStore for ClusterStore {
             return;
         }
         let command = redis::cmd("DEL").arg(self.key(runtime_id)).clone();
-        match self.guarded("forget", self.single("forget", command)).await {
-            Ok(()) | Err(Error::Unavailable) => {}
-            Err(error) => {
-                if let Some(suppressed) = self.forget_log.allow() {
-                    tracing::warn!(
-                        %error,
-                        suppressed,
-                        "liveness forget failed; the record's ttl will reap it"
-                    );
-                }
-            }
-        }
+        let result = self.guarded("forget", self.single("forget", command)).await;
+        log_failed_forget(&self.forget_log, result);
     }
 
     async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {

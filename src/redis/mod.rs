@@ -251,8 +251,27 @@ impl RedisStore {
     }
 }
 
+/// Logs a failed `forget` (it returns nothing to its caller): not while the breaker is open,
+/// which logged the outage when it opened, and at most one line per interval, because many
+/// forgets in flight can fail together (a hung Redis times them all out; an error reply never
+/// opens the breaker).
+pub(crate) fn log_failed_forget(log: &LogLimit, result: Result<()>) {
+    match result {
+        Ok(()) | Err(Error::Unavailable) => {}
+        Err(error) => {
+            if let Some(suppressed) = log.allow() {
+                tracing::warn!(
+                    %error,
+                    suppressed,
+                    "liveness forget failed; the record's ttl will reap it"
+                );
+            }
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch: the value of a record, for whoever inspects Redis.
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -324,22 +343,8 @@ impl LivenessStore for RedisStore {
         }
         let mut pipeline = redis::pipe();
         pipeline.cmd("DEL").arg(self.key(runtime_id)).ignore();
-        match self.send::<()>("forget", &pipeline).await {
-            Ok(()) => {}
-            // The breaker logged the outage when it opened; one line per forget would flood.
-            Err(Error::Unavailable) => {}
-            // Many forgets in flight can fail together (a hung Redis times them all out; an
-            // error reply never opens the breaker), so one line per interval says it.
-            Err(error) => {
-                if let Some(suppressed) = self.forget_log.allow() {
-                    tracing::warn!(
-                        %error,
-                        suppressed,
-                        "liveness forget failed; the record's ttl will reap it"
-                    );
-                }
-            }
-        }
+        let result = self.send::<()>("forget", &pipeline).await;
+        log_failed_forget(&self.forget_log, result);
     }
 
     async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {

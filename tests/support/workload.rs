@@ -5,7 +5,8 @@
 //! `Ok`).
 //!
 //! Generic over the store (`Arc<dyn LivenessStore>`): the cluster tests drive a layered store
-//! over `ClusterStore` and a plain `ClusterStore` side by side.
+//! over `ClusterStore` and a plain `ClusterStore` side by side with [`Workload`]; the fault
+//! tests drive their own load through a proxy and check it with [`Report`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,6 +191,19 @@ pub struct Summary {
 }
 
 impl Report {
+    /// The calls of a load driven elsewhere, runtimes named by `ids` touched with `ttl`.
+    pub fn new(ids: Arc<Vec<String>>, ttl: Duration, calls: Vec<Call>) -> Report {
+        Report { ids, ttl, calls }
+    }
+
+    /// How many calls overlapped `window`.
+    pub fn calls_during(&self, window: (Instant, Instant)) -> usize {
+        self.calls
+            .iter()
+            .filter(|call| call.end >= window.0 && call.start <= window.1)
+            .count()
+    }
+
     /// Every call ended within `limit`. Prints and returns the worst latencies and the error
     /// count.
     pub fn assert_bounded(&self, name: &str, limit: Duration) -> Summary {

@@ -26,6 +26,24 @@ pub(super) struct Group {
     pub(super) check: Option<SlotCheck>,
 }
 
+impl Group {
+    /// A group of `parts`' commands in `pipeline`, plus the epoch read `check` at its end.
+    fn new(
+        route_slot: u16,
+        pipeline: Pipeline,
+        parts: Vec<Part>,
+        check: Option<SlotCheck>,
+    ) -> Group {
+        Group {
+            route_slot,
+            commands: parts.len() + usize::from(check.is_some()),
+            pipeline,
+            parts,
+            check,
+        }
+    }
+}
+
 /// One command of a group: the positions (in the caller's input) it answers, all of one
 /// slot, and for a lookup the read of that slot's record that comes first in it.
 #[derive(Debug, Clone)]
@@ -89,13 +107,7 @@ pub(super) fn lookups(
                     parts.push(part);
                 }
             }
-            Group {
-                route_slot: slots[positions[0]],
-                commands: parts.len(),
-                pipeline,
-                parts,
-                check: None,
-            }
+            Group::new(slots[positions[0]], pipeline, parts, None)
         })
         .collect()
 }
@@ -130,13 +142,7 @@ pub(super) fn record_reads(
                     parts.push(part);
                 }
             }
-            Group {
-                route_slot: slots[positions[0]],
-                commands: parts.len(),
-                pipeline,
-                parts,
-                check: None,
-            }
+            Group::new(slots[positions[0]], pipeline, parts, None)
         })
         .filter(|group| group.commands > 0)
         .collect()
@@ -171,13 +177,7 @@ pub(super) fn writes(
             if let (Some(_), Some(record)) = (check, epochs.key(route_slot)) {
                 pipeline.cmd("GET").arg(record);
             }
-            Group {
-                route_slot,
-                commands: parts.len() + usize::from(check.is_some()),
-                pipeline,
-                parts,
-                check,
-            }
+            Group::new(route_slot, pipeline, parts, check)
         })
         .collect()
 }
@@ -217,13 +217,7 @@ pub(super) fn record_creation(
                     });
                 }
             }
-            Group {
-                route_slot: slots[positions[0]],
-                commands: parts.len(),
-                pipeline,
-                parts,
-                check: None,
-            }
+            Group::new(slots[positions[0]], pipeline, parts, None)
         })
         .collect()
 }

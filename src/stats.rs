@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// touches` is the share of heartbeats that left the process, and `touches /
 /// remote_write_batches` how many writes one round trip carried.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct StoreStats {
     /// Calls of `touch` (each beat of `touch_many` counts once).

@@ -3,8 +3,7 @@
 //! touch loop.
 #![allow(dead_code)] // Not every bench uses every helper.
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use testkit as support;
 
 use std::cell::Cell;
 use std::sync::Arc;

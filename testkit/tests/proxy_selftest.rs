@@ -1,11 +1,11 @@
-//! Proves the fault-injection proxy in `tests/support/proxy.rs` against a real
+//! Proves the fault-injection proxy in `testkit::proxy` against a real
 //! `redis-server`: every mode, `cut_all`, the counters, and a prompt drop.
 //!
 //! Timing assertions are lower bounds ("at least the configured delay"), which
 //! a correct proxy meets however loaded the machine is. The two upper bounds
 //! (pipelining, drop time) leave a margin of a second or more.
 
-mod support;
+use testkit as support;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

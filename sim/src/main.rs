@@ -34,7 +34,7 @@
 //! (`INFO commandstats`). Without `--redis-url` (or `LIVENESS_REDIS_URL`, `REDIS_URL`) it
 //! starts a private `redis-server` and kills it at exit.
 //!
-//! Run it with `cargo run --release --features sim`, no Redis needed; `--help` lists the
+//! Run it with `cargo run --release -p liveness-sim`, no Redis needed; `--help` lists the
 //! options. The modules, one idea each:
 //!
 //! - [`options`]: the command line;

@@ -52,9 +52,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{
-    BOOKKEEPING_COMMANDS, RedisServer, base_command, free_port, is_executable,
-    start_on_fresh_ports, try_connect,
+use crate::commandstats::base_command;
+use crate::server::{
+    BOOKKEEPING_COMMANDS, RedisServer, free_port, is_executable, start_on_fresh_ports, try_connect,
 };
 
 /// Environment variable naming the `redis-cli` binary to use instead of the one on `PATH`.

@@ -1,6 +1,6 @@
-//! Proves the shared test harness in `tests/support/mod.rs` does what the other tests rely on.
+//! Proves the shared test harness in `testkit` does what the other tests rely on.
 
-mod support;
+use testkit as support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
-//! Proves the Redis Cluster harness in `tests/support/cluster.rs` does what the cluster tests
+//! Proves the Redis Cluster harness in `testkit::cluster` does what the cluster tests
 //! will rely on: slot computation, ownership, slot migration, both kinds of failover, restarts,
 //! and a drop that leaves no process behind.
 
-mod support;
+use testkit as support;
 
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -92,6 +92,15 @@ pub(crate) struct Breaker {
     name: String,
 }
 
+/// The breaker's part of a store's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BreakerStatus {
+    pub(crate) status: HealthStatus,
+    /// When `status` began.
+    pub(crate) since: Instant,
+    pub(crate) consecutive_failures: u32,
+}
+
 /// Leave to make one remote call; report how it went with [`Permit::record`].
 #[derive(Debug)]
 #[must_use = "a permit dropped without being recorded counts as a failure if it was timed out"]
@@ -149,14 +158,18 @@ impl Breaker {
     }
 
     /// The breaker's part of the store's health.
-    pub(crate) fn status(&self) -> (HealthStatus, Instant, u32) {
+    pub(crate) fn status(&self) -> BreakerStatus {
         let state = self.state.lock();
         let status = match state.phase {
             Phase::Open { .. } | Phase::Probing { .. } => HealthStatus::Down,
             Phase::Closed if state.consecutive_failures > 0 => HealthStatus::Degraded,
             Phase::Closed => HealthStatus::Healthy,
         };
-        (status, state.since, state.consecutive_failures)
+        BreakerStatus {
+            status,
+            since: state.since,
+            consecutive_failures: state.consecutive_failures,
+        }
     }
 
     fn succeeded(&self) {
@@ -298,9 +311,9 @@ mod tests {
         for _ in 0..DEFAULT_FAILURE_THRESHOLD - 1 {
             fail(&breaker);
         }
-        assert_eq!(breaker.status().0, HealthStatus::Degraded);
+        assert_eq!(breaker.status().status, HealthStatus::Degraded);
         fail(&breaker);
-        assert_eq!(breaker.status().0, HealthStatus::Down);
+        assert_eq!(breaker.status().status, HealthStatus::Down);
         assert!(matches!(breaker.admit(), Err(Error::Unavailable)));
 
         tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
@@ -308,7 +321,14 @@ mod tests {
         // Only one probe at a time.
         assert!(matches!(breaker.admit(), Err(Error::Unavailable)));
         probe.record(true);
-        assert_eq!(breaker.status(), (HealthStatus::Healthy, Instant::now(), 0));
+        assert_eq!(
+            breaker.status(),
+            BreakerStatus {
+                status: HealthStatus::Healthy,
+                since: Instant::now(),
+                consecutive_failures: 0
+            }
+        );
         assert!(breaker.admit().is_ok());
     }
 
@@ -337,7 +357,7 @@ mod tests {
             tokio::time::advance(OP_TIMEOUT).await;
             drop(permit);
         }
-        assert_eq!(breaker.status().0, HealthStatus::Down);
+        assert_eq!(breaker.status().status, HealthStatus::Down);
         tokio::time::advance(DEFAULT_BREAKER_COOLDOWN).await;
         let probe = breaker.admit().expect("probe");
         tokio::time::advance(OP_TIMEOUT).await;
@@ -354,7 +374,7 @@ mod tests {
         for _ in 0..2 * DEFAULT_FAILURE_THRESHOLD {
             drop(breaker.admit().expect("closed"));
         }
-        assert_eq!(breaker.status().0, HealthStatus::Healthy);
+        assert_eq!(breaker.status().status, HealthStatus::Healthy);
         for _ in 0..DEFAULT_FAILURE_THRESHOLD {
             fail(&breaker);
         }
@@ -374,7 +394,7 @@ mod tests {
         assert!(breaker.admit().is_err());
         tokio::time::advance(OP_TIMEOUT).await;
         breaker.admit().expect("a new probe").record(true);
-        assert_eq!(breaker.status().0, HealthStatus::Healthy);
+        assert_eq!(breaker.status().status, HealthStatus::Healthy);
         std::mem::forget(stuck);
     }
 
@@ -388,7 +408,7 @@ mod tests {
         settings.check().unwrap();
         let breaker = Breaker::new(settings, Duration::MAX, "test".to_owned());
         fail(&breaker);
-        assert_eq!(breaker.status().0, HealthStatus::Down);
+        assert_eq!(breaker.status().status, HealthStatus::Down);
         let too_long = BreakerSettings {
             max_cooldown: Duration::MAX,
             ..settings
@@ -404,6 +424,6 @@ mod tests {
         }
         breaker.admit().expect("closed").record(true);
         fail(&breaker);
-        assert_eq!(breaker.status().0, HealthStatus::Degraded);
+        assert_eq!(breaker.status().status, HealthStatus::Degraded);
     }
 }

@@ -63,34 +63,33 @@ impl Health {
 /// recovering, healthy otherwise.
 #[cfg(feature = "redis")]
 pub(crate) fn remote_health(
-    breaker: (HealthStatus, tokio::time::Instant, u32),
-    data_losses: u64,
-    recovery: Option<(tokio::time::Instant, tokio::time::Instant)>,
+    breaker: crate::breaker::BreakerStatus,
+    recovery: crate::remote::recovery::RecoveryStatus,
 ) -> Health {
-    let (breaker_status, breaker_since, consecutive_failures) = breaker;
     let now = tokio::time::Instant::now();
-    let recovering = recovery.filter(|(_, until)| now < *until);
-    let (status, since) = match (breaker_status, recovering, recovery) {
-        (HealthStatus::Down, _, _) => (HealthStatus::Down, breaker_since),
+    let window = recovery.window;
+    let recovering = window.filter(|window| now < window.end);
+    let (status, since) = match (breaker.status, recovering, window) {
+        (HealthStatus::Down, _, _) => (HealthStatus::Down, breaker.since),
         // Degraded since whichever began first, the failures or the recovery.
-        (HealthStatus::Degraded, Some((start, _)), _) => {
-            (HealthStatus::Degraded, breaker_since.min(start))
+        (HealthStatus::Degraded, Some(window), _) => {
+            (HealthStatus::Degraded, breaker.since.min(window.start))
         }
         // Recovering since detection, or since the breaker closed if the outage came after.
-        (HealthStatus::Healthy, Some((start, _)), _) => {
-            (HealthStatus::Degraded, breaker_since.max(start))
+        (HealthStatus::Healthy, Some(window), _) => {
+            (HealthStatus::Degraded, breaker.since.max(window.start))
         }
         // Healthy since the breaker closed or the recovery window ended, whichever is later.
-        (HealthStatus::Healthy, None, Some((_, until))) => {
-            (HealthStatus::Healthy, breaker_since.max(until))
+        (HealthStatus::Healthy, None, Some(window)) => {
+            (HealthStatus::Healthy, breaker.since.max(window.end))
         }
-        (status, _, _) => (status, breaker_since),
+        (status, _, _) => (status, breaker.since),
     };
     Health {
         status,
         since: since.into_std(),
-        consecutive_failures,
-        recovering_for: recovering.map(|(_, until)| until - now),
-        data_losses,
+        consecutive_failures: breaker.consecutive_failures,
+        recovering_for: recovering.map(|window| window.end - now),
+        data_losses: recovery.losses,
     }
 }

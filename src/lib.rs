@@ -90,6 +90,8 @@ mod noop;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod remote;
 mod stats;
 mod store;
 pub mod validate;
@@ -129,8 +131,11 @@ pub use noop::NoopStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
-    DEFAULT_POOL_SIZE, DEFAULT_RECOVERY_FLOOR, RedisStore, RedisStoreBuilder,
+    DEFAULT_POOL_SIZE, RedisStore, RedisStoreBuilder,
 };
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use remote::DEFAULT_RECOVERY_FLOOR;
 pub use stats::StoreStats;
 pub use store::LivenessStore;
 

@@ -34,6 +34,8 @@ const COOLDOWN: Duration = Duration::from_millis(200);
 const MAX_COOLDOWN: Duration = Duration::from_millis(400);
 /// The largest ttl in use: the layered store writes records with ttl + debounce.
 const RECOVERY_FLOOR: Duration = Duration::from_millis(1_300);
+/// How long "dead" is distrusted after a loss: one and a half floors.
+const RECOVERY_WINDOW: Duration = Duration::from_millis(1_950);
 const RUNTIMES: usize = 100;
 const POOL_SIZE: u32 = 4;
 
@@ -221,8 +223,9 @@ fn healthy(status: HealthStatus) -> bool {
     status == HealthStatus::Healthy
 }
 
-/// A Redis whose data survives a restart (append-only file, synced on every write), so that a
-/// kill tests the outage alone, not data loss.
+/// A Redis whose data survives a restart (append-only file, synced on every write). A restart
+/// is still suspected of losing writes (no store can know it did not), so it costs one
+/// recovery window; nothing more.
 fn durable_server() -> RedisServer {
     RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])
 }
@@ -244,8 +247,13 @@ async fn redis_killed_under_load_then_restarted() {
     }
     server.restart();
     let fault_end = Instant::now();
-    let took = world.wait_until_recovered(healthy, RECOVERY_LIMIT).await;
+    let took = world
+        .wait_until_recovered(healthy, RECOVERY_WINDOW + RECOVERY_LIMIT)
+        .await;
     println!("killed: healthy again {took:?} after the restart");
+    for store in &world.instances {
+        assert_eq!(store.data_losses(), 1, "the restart was suspected once");
+    }
     let report = world.stop().await;
     let during = assert_bounded(&report, "killed", (fault_start, fault_end));
     assert!(during >= 100, "only {during} calls during the outage");
@@ -331,7 +339,7 @@ async fn data_loss(name: &str, lose: impl FnOnce(&mut RedisServer)) {
         tokio::time::sleep(10 * MS).await;
     };
     // Trust returns one recovery window after detection: then healthy, every runtime alive.
-    let limit = RECOVERY_FLOOR + RECOVERY_LIMIT;
+    let limit = RECOVERY_WINDOW + RECOVERY_LIMIT;
     let healthy_after = world.wait_until_recovered(healthy, limit).await;
     println!(
         "{name}: both instances detected it within {detected:?}, healthy {healthy_after:?} later"
@@ -520,4 +528,230 @@ async fn pool_exhaustion_stays_bounded() {
         0,
         "connections outlived the store"
     );
+}
+
+/// The edges of "no false dead" (invariants 1 and 4), at the defaults' ratios scaled down: ttl
+/// T, debounce T/3, recovery floor T, a beat about every T/6 (a little less, so that the
+/// writer's rewrites fall clearly between two beats and every runtime's come together, every
+/// third beat, instead of scattering by scheduling jitter). A layered writer carries the
+/// beats; a plain `RedisStore` sweeper, which sees Redis as it is, polls every 20 ms
+/// throughout.
+///
+/// Each case makes Redis lose the writer's latest write right after it (a flush, a restart
+/// from an older snapshot, a failover to a replica that missed it), lets the runtimes beat on
+/// for as long as the writer coalesces on that lost write (its `Ok`s promise another T each,
+/// and it makes no remote call that could notice anything), then silences them: the sweeper
+/// must not read any of them dead within T of its last `Ok`.
+mod edges {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use liveness_store::{LayeredStore, LivenessStore, RedisStore};
+    use support::proxy::{Mode, Proxy};
+    use support::workload::{Rhythm, Workload};
+
+    use super::{OP_TIMEOUT, SLACK, support};
+    use crate::RedisServer;
+
+    const TTL: Duration = Duration::from_millis(1_200);
+    const DEBOUNCE: Duration = Duration::from_millis(400);
+    const BEAT: Duration = Duration::from_millis(180);
+    /// The docs' rule: the largest ttl callers pass.
+    const FLOOR: Duration = TTL;
+
+    async fn remote(url: &str) -> RedisStore {
+        RedisStore::builder(url)
+            .op_timeout(OP_TIMEOUT)
+            .connect_timeout(OP_TIMEOUT)
+            .breaker_cooldown(Duration::from_millis(100))
+            .breaker_max_cooldown(Duration::from_millis(200))
+            .recovery_floor(FLOOR)
+            .build()
+            .await
+            .expect("connect to redis")
+    }
+
+    /// The writer, the sweeper, and 50 runtimes beating through the writer.
+    struct Fleet {
+        writer: Arc<LayeredStore<RedisStore>>,
+        sweeper: Arc<RedisStore>,
+        workload: Workload,
+    }
+
+    impl Fleet {
+        async fn start(url: &str) -> Fleet {
+            let writer = Arc::new(
+                LayeredStore::builder(remote(url).await)
+                    .debounce(DEBOUNCE)
+                    .remote_positive_ttl(Duration::from_millis(100))
+                    .op_timeout(OP_TIMEOUT)
+                    .build()
+                    .expect("valid settings"),
+            );
+            let sweeper = Arc::new(remote(url).await);
+            // A new Redis is distrusted for a window; the cases start from a trusted one.
+            let deadline = Instant::now() + 2 * (FLOOR + FLOOR / 2);
+            while sweeper.health().recovering_for.is_some() {
+                assert!(Instant::now() < deadline, "{:?}", sweeper.health());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let instances: Vec<Arc<dyn LivenessStore>> = vec![writer.clone(), sweeper.clone()];
+            let rhythm = Rhythm {
+                runtimes: 50,
+                ttl: TTL,
+                beat: BEAT,
+                read_every: Duration::from_millis(20),
+            };
+            let workload = Workload::start("rt-", instances, rhythm).await;
+            Fleet {
+                writer,
+                sweeper,
+                workload,
+            }
+        }
+
+        /// Waits (bounded) until the writer has sent its next round of writes, and returns
+        /// when. The runtimes beat together, so a round is one pipeline, or two when the
+        /// first leaves before the rest of the beats have queued: the round is over once no
+        /// pipeline has returned for a few milliseconds.
+        async fn next_write(&self) -> Instant {
+            let batches = || self.writer.stats().remote_write_batches;
+            let before = batches();
+            let deadline = Instant::now() + 4 * (DEBOUNCE + BEAT);
+            while batches() == before {
+                assert!(Instant::now() < deadline, "the writer wrote nothing");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut seen = batches();
+            let mut last = Instant::now();
+            while last.elapsed() < Duration::from_millis(20) {
+                assert!(Instant::now() < deadline, "the writer never stopped writing");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if batches() != seen {
+                    seen = batches();
+                    last = Instant::now();
+                }
+            }
+            last
+        }
+
+        /// After the loss of the write sent at `written`: the runtimes beat on while the
+        /// writer coalesces on it (two beats; its next write would go out at the third), then
+        /// stop; the sweeper reads on until every `Ok` has run out, and must never have
+        /// read one dead within its ttl. Returns how long after `lost` the sweeper detected
+        /// the loss.
+        async fn finish(self, name: &str, written: Instant, lost: Instant) -> Duration {
+            let writes = self.writer.stats().remote_write_batches;
+            let silence_at = written + 2 * BEAT + BEAT / 2;
+            let mut detected = None;
+            let mut silenced = false;
+            let deadline = lost + 2 * (FLOOR + FLOOR / 2);
+            while detected.is_none() || !silenced {
+                if !silenced && Instant::now() >= silence_at {
+                    self.workload.stop_beating();
+                    silenced = true;
+                }
+                if detected.is_none() && self.sweeper.data_losses() >= 1 {
+                    detected = Some(lost.elapsed());
+                }
+                assert!(Instant::now() < deadline, "{name}: the sweeper never noticed");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The writer's every `Ok` since the loss coalesced on the lost write: it made no
+            // remote call that could have noticed anything, nor restored the records.
+            assert_eq!(
+                self.writer.stats().remote_write_batches,
+                writes,
+                "{name}: the writer wrote again before the runtimes stopped"
+            );
+            // Past the last `Ok`'s ttl, with room for a late answer.
+            tokio::time::sleep(TTL + DEBOUNCE).await;
+            let report = self.workload.stop().await;
+            report.assert_bounded(name, OP_TIMEOUT + SLACK);
+            report.assert_no_false_dead(name);
+            let detected = detected.unwrap_or_default();
+            println!(
+                "{name}: the sweeper detected it {detected:?} after the event; {} Recovering \
+                 reads; sweeper {:?}",
+                report.recovering_reads(),
+                self.sweeper.health()
+            );
+            detected
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushall_under_a_quiet_writer() {
+        let server = RedisServer::start();
+        let fleet = Fleet::start(&server.url()).await;
+        let written = fleet.next_write().await;
+        server.flushall();
+        let lost = Instant::now();
+        let detected = fleet.finish("FLUSHALL, quiet writer", written, lost).await;
+        assert!(detected < BEAT, "detected {detected:?} after the flush");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restart_from_a_snapshot_older_than_the_latest_write() {
+        let mut server = RedisServer::start();
+        let fleet = Fleet::start(&server.url()).await;
+        server.set_raw(&[b"SAVE"]);
+        // Two writes after the snapshot (the first may have been under way during it): the
+        // restart loses them, and brings back records older by two debounce windows.
+        fleet.next_write().await;
+        let written = fleet.next_write().await;
+        server.kill();
+        server.restart();
+        let lost = Instant::now();
+        assert!(
+            server.dbsize() > 50,
+            "the snapshot was not loaded: {} keys",
+            server.dbsize()
+        );
+        let detected = fleet.finish("restart from a snapshot", written, lost).await;
+        assert!(detected < BEAT, "detected {detected:?} after the restart");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failover_to_a_replica_that_missed_the_latest_write() {
+        let mut master = RedisServer::start();
+        // The replica's link to its master, to cut: a paused replica would still find the
+        // stream in its socket buffer when resumed.
+        let link = Proxy::start(master.port());
+        let link_port = link.port().to_string();
+        let replica = RedisServer::start_with_args(&["--replicaof", "127.0.0.1", &link_port]);
+        wait_in_sync(&replica);
+        // The clients' way to Redis: a virtual IP, moved to the replica in the failover.
+        let vip = Proxy::start(master.port());
+        let fleet = Fleet::start(&vip.url()).await;
+        // Replication stops: what the master takes from now on never reaches the replica.
+        link.set_mode(Mode::Blackhole);
+        fleet.next_write().await;
+        let written = fleet.next_write().await;
+        master.kill();
+        replica.set_raw(&[b"REPLICAOF", b"NO", b"ONE"]);
+        vip.set_upstream(replica.port());
+        vip.cut_all();
+        let lost = Instant::now();
+        let detected = fleet.finish("failover to a lagging replica", written, lost).await;
+        assert!(detected < BEAT, "detected {detected:?} after the failover");
+    }
+
+    /// Polls (bounded) until the replica has loaded its master's data and follows it.
+    fn wait_in_sync(replica: &RedisServer) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut connection = replica.connection();
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut connection)
+                .expect("INFO replication");
+            if info.contains("master_link_status:up") && !info.contains("master_sync_in_progress:1")
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "replica not in sync: {info}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -67,9 +67,10 @@ async fn health_goes_degraded_then_down_and_back_to_healthy() {
     assert!(took < OP_TIMEOUT / 4, "an open breaker waited {took:?}");
 
     server.restart();
-    // One cool-down, then the next call is the probe that closes it.
+    // One cool-down, then the next call is the probe that closes it; it finds the marker gone
+    // (a restarted server), so "dead" waits out a recovery window (the 5 s ttl it wrote).
     let deadline = Instant::now() + COOLDOWN + OP_TIMEOUT * 4;
-    while store.health().status != HealthStatus::Healthy {
+    while store.health().consecutive_failures > 0 || store.health().data_losses == 0 {
         assert!(Instant::now() < deadline, "{:?}", store.health());
         let _ = store.is_alive_batch(&["rt"]).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -77,7 +78,9 @@ async fn health_goes_degraded_then_down_and_back_to_healthy() {
     let back = store.health();
     assert!(back.since > down.since);
     assert_eq!(back.consecutive_failures, 0);
-    assert_eq!(back.data_losses, 0, "an append-only Redis kept its data");
+    // The append-only Redis kept its data, but a restart is suspected whatever the
+    // persistence: the store cannot know what the last write before the crash was.
+    assert_eq!(back.data_losses, 1, "the restart was suspected");
 }
 
 /// A Redis that answers with errors is up: out of memory under `noeviction`, writes fail and
@@ -142,30 +145,34 @@ async fn until_trusted(store: &RedisStore, ids: &[&str], limit: Duration) -> Vec
 }
 
 /// A new Redis may lack the records of runtimes that beat before it started: "dead" is not
-/// believed until its epoch is one recovery window old; "alive" is, at once.
+/// believed until its epoch (and the server) is one recovery window old, one and a half floors;
+/// "alive" is, at once.
 #[tokio::test]
 async fn a_new_redis_is_trusted_once_its_records_are_a_window_old() {
     let server = RedisServer::start();
     let floor = Duration::from_millis(500);
+    let window = floor + floor / 2;
+    // Before the build, which creates the epoch: trust may not return before this + window
+    // (less the millisecond the epoch's creation time is rounded to, twice).
+    let built = Instant::now();
     let store = builder(&server)
         .recovery_floor(floor)
         .build()
         .await
         .unwrap();
-    let built = Instant::now();
     store.touch("alive", Duration::from_secs(5)).await.unwrap();
     assert_eq!(store.is_alive_batch(&["alive"]).await.unwrap(), [true]);
     let answer = store.is_alive_batch(&["alive", "dead"]).await;
     assert!(
-        matches!(answer, Err(Error::Recovering { remaining }) if remaining <= floor),
+        matches!(answer, Err(Error::Recovering { remaining }) if remaining <= window),
         "{answer:?}"
     );
     assert_eq!(store.health().status, HealthStatus::Degraded);
     assert_eq!(store.health().data_losses, 0, "a new Redis is no loss");
-    let answer = until_trusted(&store, &["alive", "dead"], floor * 4).await;
+    let answer = until_trusted(&store, &["alive", "dead"], window * 4).await;
     assert_eq!(answer, [true, false]);
     assert!(
-        built.elapsed() >= floor,
+        built.elapsed() + Duration::from_millis(2) >= window,
         "trusted before the epoch was a window old"
     );
     // A second instance finds the epoch old enough and trusts it at once.
@@ -179,11 +186,12 @@ async fn a_new_redis_is_trusted_once_its_records_are_a_window_old() {
 
 /// Deleting the epoch alone (the records survive) still reads as data loss: the store cannot
 /// tell which records are gone, so "dead" waits one recovery window; "alive" does not. The
-/// window is the floor, or the largest ttl this instance wrote if that is longer.
+/// window is one and a half floors, or the largest ttl this instance wrote if that is longer.
 #[tokio::test]
 async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
     let server = RedisServer::start();
     let floor = Duration::from_millis(300);
+    let reader_window = floor + floor / 2;
     let ttl = Duration::from_millis(900);
     let writer = builder(&server)
         .recovery_floor(floor)
@@ -195,13 +203,13 @@ async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
         .build()
         .await
         .unwrap();
-    until_trusted(&reader, &["dead"], floor * 4).await;
-    until_trusted(&writer, &["dead"], floor * 4).await;
+    until_trusted(&reader, &["dead"], reader_window * 4).await;
+    until_trusted(&writer, &["dead"], reader_window * 4).await;
     writer.touch("alive", ttl).await.unwrap();
 
     server.set_raw(&[b"DEL", &writer.epoch_key()]);
     let detected = Instant::now();
-    for (instance, window) in [(&writer, ttl), (&reader, floor)] {
+    for (instance, window) in [(&writer, ttl), (&reader, reader_window)] {
         let answer = instance.is_alive_batch(&["alive", "dead"]).await;
         assert!(
             matches!(answer, Err(Error::Recovering { remaining }) if remaining <= window && remaining > window / 2),
@@ -213,9 +221,12 @@ async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
         assert_eq!(health.data_losses, 1);
         assert!(health.recovering_for.is_some_and(|r| r <= window));
     }
-    assert_eq!(until_trusted(&reader, &["dead"], floor * 4).await, [false]);
+    assert_eq!(
+        until_trusted(&reader, &["dead"], reader_window * 4).await,
+        [false]
+    );
     assert!(
-        detected.elapsed() >= floor,
+        detected.elapsed() >= reader_window,
         "the reader trusted again too early"
     );
     assert!(
@@ -223,7 +234,7 @@ async fn a_lost_epoch_distrusts_dead_answers_for_one_window() {
             writer.is_alive_batch(&["dead"]).await,
             Err(Error::Recovering { .. })
         ),
-        "the writer's window is its ttl, longer than the floor"
+        "the writer's window is its ttl, longer than one and a half floors"
     );
     assert_eq!(until_trusted(&writer, &["dead"], ttl * 4).await, [false]);
     assert!(

@@ -282,6 +282,290 @@ async fn a_touch_during_forget_writes_through_next_time() {
     );
 }
 
+/// Lets each call of one kind through only when the test says so, so that a test orders the
+/// replies of concurrent calls.
+#[derive(Debug)]
+struct Gate {
+    held: AtomicBool,
+    permits: tokio::sync::Semaphore,
+    arrived: tokio::sync::watch::Sender<usize>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            held: AtomicBool::new(false),
+            permits: tokio::sync::Semaphore::new(0),
+            arrived: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Gate {
+    /// A call arrives; it waits here while the gate is held, until released.
+    async fn pass(&self) {
+        self.arrived.send_modify(|n| *n += 1);
+        if self.held.load(Ordering::SeqCst) {
+            self.permits.acquire().await.unwrap().forget();
+        }
+    }
+
+    fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets one waiting (or the next) call through.
+    fn release_one(&self) {
+        self.permits.add_permits(1);
+    }
+
+    fn open(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        self.permits.add_permits(1_000);
+    }
+
+    /// Waits until `n` calls have arrived in all.
+    async fn arrivals(&self, n: usize) {
+        let mut arrived = self.arrived.subscribe();
+        arrived.wait_for(|count| *count >= n).await.unwrap();
+    }
+
+    fn arrived(&self) -> usize {
+        *self.arrived.borrow()
+    }
+}
+
+/// A remote whose writes land at once and are acknowledged when the test releases them, whose
+/// lookups read at once and answer when released, and whose deletes land when released.
+#[derive(Debug, Default)]
+struct GatedRemote {
+    inner: MemoryStore,
+    writes: Gate,
+    lookups: Gate,
+    forgets: Gate,
+    /// The ttl of every record written, in order.
+    written_ttls: parking_lot::Mutex<Vec<Duration>>,
+    /// The next write panics (a bug in the remote), before writing anything.
+    panic_next_write: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl LivenessStore for GatedRemote {
+    fn available(&self) -> bool {
+        true
+    }
+    async fn touch(&self, id: &str, ttl: Duration) -> Result<()> {
+        self.touch_many(&[(id, ttl)]).await
+    }
+    async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
+        assert!(
+            !self.panic_next_write.swap(false, Ordering::SeqCst),
+            "the remote failed while writing"
+        );
+        self.written_ttls
+            .lock()
+            .extend(beats.iter().map(|(_, ttl)| *ttl));
+        let written = self.inner.touch_many(beats).await;
+        self.writes.pass().await;
+        written
+    }
+    async fn is_alive_batch(&self, ids: &[&str]) -> Result<Vec<bool>> {
+        let answer = self.inner.is_alive_batch(ids).await;
+        self.lookups.pass().await;
+        answer
+    }
+    async fn forget(&self, id: &str) {
+        self.forgets.pass().await;
+        self.inner.forget(id).await;
+    }
+}
+
+fn gated() -> Arc<LayeredStore<GatedRemote>> {
+    Arc::new(
+        LayeredStore::builder(GatedRemote::default())
+            .op_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    )
+}
+
+/// `forget` on a task of its own, its remote delete held until the test releases it.
+async fn forget_held(store: &Arc<LayeredStore<GatedRemote>>) -> tokio::task::JoinHandle<()> {
+    store.remote().forgets.hold();
+    let forgetting = {
+        let store = Arc::clone(store);
+        tokio::spawn(async move { store.forget("rt").await })
+    };
+    store.remote().forgets.arrivals(1).await;
+    forgetting
+}
+
+/// A write acknowledged after a concurrent `forget` deleted its record does not let later
+/// touches coalesce on it (invariant 1).
+#[tokio::test(start_paused = true)]
+async fn a_write_acknowledged_after_a_forget_covers_nothing() {
+    let store = gated();
+    let ttl = Duration::from_secs(90);
+    let forgetting = forget_held(&store).await;
+    // A touch while the delete is under way: its write lands first, its ack waits.
+    store.remote().writes.hold();
+    let touching = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.touch("rt", ttl).await })
+    };
+    store.remote().writes.arrivals(1).await;
+    store.remote().forgets.release_one();
+    forgetting.await.unwrap();
+    assert!(!store.remote().inner.is_alive("rt").await.unwrap(), "deleted");
+    store.remote().writes.open();
+    touching.await.unwrap().unwrap();
+    // The record is gone: the next touch must write it again, not coalesce.
+    store.touch("rt", ttl).await.unwrap();
+    assert!(
+        store.remote().inner.is_alive("rt").await.unwrap(),
+        "a touch returned Ok while the remote reads the runtime dead"
+    );
+}
+
+/// A touch that starts after `forget` returned never joins a write queued before it, whose
+/// record the delete removed (invariant 1).
+#[tokio::test(start_paused = true)]
+async fn a_touch_after_forget_never_joins_a_write_from_before_it() {
+    let store = gated();
+    let ttl = Duration::from_secs(90);
+    let forgetting = forget_held(&store).await;
+    store.remote().writes.hold();
+    let touching = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.touch("rt", ttl).await })
+    };
+    store.remote().writes.arrivals(1).await;
+    store.remote().forgets.release_one();
+    forgetting.await.unwrap();
+    // forget has returned; the earlier write is still unacknowledged.
+    let after = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.touch("rt", ttl).await })
+    };
+    let own_write = tokio::time::timeout(Duration::from_secs(1), store.remote().writes.arrivals(2));
+    assert!(
+        own_write.await.is_ok(),
+        "the touch joined the write from before the forget"
+    );
+    store.remote().writes.open();
+    touching.await.unwrap().unwrap();
+    after.await.unwrap().unwrap();
+    assert_eq!(store.remote().writes.arrived(), 2, "a write of its own");
+    assert!(store.remote().inner.is_alive("rt").await.unwrap());
+}
+
+/// A batch whose remote lookup read the record before `forget` deleted it does not bring the
+/// runtime back on the forgetting instance (invariant 3).
+#[tokio::test(start_paused = true)]
+async fn a_lookup_from_before_a_forget_does_not_bring_the_runtime_back() {
+    let store = gated();
+    // Alive in the remote, written by another instance; unknown locally.
+    store
+        .remote()
+        .inner
+        .touch("rt", Duration::from_secs(90))
+        .await
+        .unwrap();
+    store.remote().lookups.hold();
+    let looking = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.is_alive_batch(&["rt"]).await })
+    };
+    store.remote().lookups.arrivals(1).await;
+    store.forget("rt").await;
+    store.remote().lookups.release_one();
+    // Concurrent with the forget: either answer is right.
+    looking.await.unwrap().unwrap();
+    store.remote().lookups.open();
+    assert_eq!(
+        store.is_alive_batch(&["rt"]).await.unwrap(),
+        [false],
+        "the forgetting instance answered alive after forget returned"
+    );
+}
+
+/// The task that sends a write dies (here: the remote panics): the next touch writes anew
+/// instead of waiting on the dead write until it times out.
+#[tokio::test(start_paused = true)]
+async fn a_write_whose_task_died_is_not_joined() {
+    let store = gated();
+    let ttl = Duration::from_secs(90);
+    store.remote().panic_next_write.store(true, Ordering::SeqCst);
+    assert!(store.touch("rt", ttl).await.is_err(), "its write died");
+    let start = tokio::time::Instant::now();
+    store.touch("rt", ttl).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "the touch waited on a dead write"
+    );
+    assert!(store.remote().inner.is_alive("rt").await.unwrap());
+}
+
+/// A queued write whose every waiter timed out is dropped, not sent late (it would keep the
+/// record alive past the false-alive bound), and covers nothing.
+#[tokio::test(start_paused = true)]
+async fn a_write_nobody_waits_for_is_not_sent() {
+    let op_timeout = Duration::from_millis(250);
+    let store = Arc::new(
+        LayeredStore::builder(GatedRemote::default())
+            .op_timeout(op_timeout)
+            .pipelines_in_flight(1)
+            .build()
+            .unwrap(),
+    );
+    let ttl = Duration::from_secs(90);
+    store.remote().writes.hold();
+    // The first write takes the only pipeline slot; the second queues behind it.
+    let first = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.touch("a", ttl).await })
+    };
+    store.remote().writes.arrivals(1).await;
+    assert!(matches!(
+        store.touch("b", ttl).await,
+        Err(Error::Timeout { .. })
+    ));
+    assert!(first.await.unwrap().is_err(), "timed out too");
+    store.remote().writes.open();
+    // Give the flusher every chance to send what is queued.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(op_timeout).await;
+    assert!(
+        !store.remote().inner.is_alive("b").await.unwrap(),
+        "a write nobody waited for was sent late"
+    );
+    // It covers nothing: the next touch writes.
+    store.touch("b", ttl).await.unwrap();
+    assert!(store.remote().inner.is_alive("b").await.unwrap());
+}
+
+/// The record's ttl goes out in whole milliseconds, rounded up, and the store's idea of when
+/// it lapses is that exact ttl: ttl + debounce.
+#[tokio::test(start_paused = true)]
+async fn write_ttls_are_whole_milliseconds_rounded_up() {
+    let store = gated();
+    let ttl = Duration::from_secs(90) + Duration::from_micros(1);
+    store.touch("rt", ttl).await.unwrap();
+    assert_eq!(
+        *store.remote().written_ttls.lock(),
+        [Duration::from_millis(120_001)]
+    );
+    // Covered until exactly then: a touch whose ttl ends there coalesces, one that ends a
+    // millisecond later does not.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    store.touch("rt", Duration::from_millis(90_001)).await.unwrap();
+    assert_eq!(store.remote().written_ttls.lock().len(), 1, "coalesced");
+    store.touch("rt", Duration::from_millis(90_002)).await.unwrap();
+    assert_eq!(store.remote().written_ttls.lock().len(), 2, "written");
+}
+
 /// The local entry outlives the short-lived entry a cached positive created: moka's expiry
 /// follows the touch's deadline. moka keeps real time, so this waits real time.
 #[tokio::test]
@@ -540,9 +824,10 @@ mod over_redis {
         let expected: Vec<bool> = (0..1_000).map(|i| i < 500).collect();
         assert_eq!(answers, expected);
         assert_eq!(server.calls("mget"), 1);
-        // The epoch check rides in the same pipeline.
+        // The loss checks ride in the same pipeline: the epoch read and the marker check.
         assert_eq!(server.calls("get"), 1);
-        assert_eq!(server.total_calls(), 2);
+        assert_eq!(server.calls("script|exists"), 1);
+        assert_eq!(server.total_calls(), 3);
         let after = store.stats();
         assert_eq!(
             after.remote_lookup_batches - before.remote_lookup_batches,

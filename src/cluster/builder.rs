@@ -8,7 +8,7 @@ use redis::cluster::ClusterClientBuilder;
 
 use super::ClusterStore;
 use super::connection::Connection;
-use super::epochs::ClusterEpochs;
+use super::loss::LossWatch;
 use super::topology::TopologyCell;
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::log_limit::LogLimit;
@@ -160,7 +160,11 @@ impl ClusterStoreBuilder {
             .map_err(|e| {
                 Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds)))
             })?;
-        let epochs = ClusterEpochs::new(self.key_prefix.as_bytes(), self.recovery_floor, &name);
+        let losses = LossWatch::new(
+            self.key_prefix.as_bytes(),
+            self.recovery_floor,
+            name.as_str().into(),
+        );
         let connect = async {
             let mut connection = client.get_async_connection().await?;
             let topology = TopologyCell::fetch(&mut connection).await?;
@@ -177,7 +181,7 @@ impl ClusterStoreBuilder {
         let store = ClusterStore {
             connection: Arc::new(Connection::new(client, connection, self.connect_timeout)),
             topology: Arc::new(TopologyCell::new(topology)),
-            epochs,
+            losses: Arc::new(losses),
             key_prefix: self.key_prefix.into_bytes(),
             op_timeout: self.op_timeout,
             max_batch: self.max_batch,
@@ -185,7 +189,6 @@ impl ClusterStoreBuilder {
             breaker: Breaker::new(self.breaker, self.op_timeout, name.clone()),
             name,
             forget_log: LogLimit::new(),
-            creating_records: Arc::default(),
         };
         store.first_look(self.connect_timeout).await?;
         Ok(store)

@@ -3,13 +3,15 @@
 //! Redis Cluster refuses a command whose keys span slots (`CROSSSLOT`), and a pipeline whose
 //! keys belong to another master comes back as redirects; so a batch becomes, per master, a
 //! `GET` per slot holding one of its keys and an `MGET` per slot holding several (chunked),
-//! and a touch batch one `SET` per key followed by one epoch record read; all of a master's
-//! commands in one pipeline, every master's pipeline sent at once. The epoch records of the
-//! slots where a batch found a key missing are read afterwards, the same way.
+//! and a touch batch one `SET` per key followed by the epoch record read of each slot written
+//! and the master's marker check; all of a master's commands in one pipeline, every master's
+//! pipeline sent at once. The epoch records of the slots where a batch found a key missing are
+//! read afterwards, the same way, with the marker check.
 
 use redis::{Cmd, Pipeline};
 
-use super::epochs::{ClusterEpochs, SlotCheck};
+use super::epochs::{SlotCheck, SlotRecords};
+use super::loss::{LossWatch, MarkerCheck};
 use super::topology::{Topology, UNSERVED};
 
 /// One master's share of a call.
@@ -18,34 +20,34 @@ pub(super) struct Group {
     /// A slot of the master, to route the pipeline by.
     pub(super) route_slot: u16,
     pub(super) pipeline: Pipeline,
-    /// The commands in `pipeline`, the epoch read's included.
+    /// The commands in `pipeline`, the marker check's included.
     pub(super) commands: usize,
-    /// What each command before the epoch read answers.
+    /// What each command before the marker check answers.
     pub(super) parts: Vec<Part>,
-    /// The epoch read at the end of a write pipeline.
-    pub(super) check: Option<SlotCheck>,
+    /// The master's marker check at the end, if the pipeline vouches for anything.
+    pub(super) marker: Option<MarkerCheck>,
 }
 
 impl Group {
-    /// A group of `parts`' commands in `pipeline`, plus the epoch read `check` at its end.
+    /// A group of `parts`' commands in `pipeline`, plus the marker check at its end.
     fn new(
         route_slot: u16,
         pipeline: Pipeline,
         parts: Vec<Part>,
-        check: Option<SlotCheck>,
+        marker: Option<MarkerCheck>,
     ) -> Group {
         Group {
             route_slot,
-            commands: parts.len() + usize::from(check.is_some()),
+            commands: parts.len() + marker.as_ref().map_or(0, |marker| marker.check.replies),
             pipeline,
             parts,
-            check,
+            marker,
         }
     }
 }
 
 /// One command of a group: the positions (in the caller's input) it answers, all of one
-/// slot, and for a lookup the read of that slot's record that comes first in it.
+/// slot, or the read of that slot's epoch record.
 #[derive(Debug, Clone)]
 pub(super) struct Part {
     pub(super) slot: u16,
@@ -113,10 +115,10 @@ pub(super) fn lookups(
 }
 
 /// The `GET` of `slot`'s epoch record, if it has one.
-pub(super) fn record_read(epochs: &ClusterEpochs, slot: u16) -> Option<(Cmd, Part)> {
-    let check = epochs.check(slot)?;
+pub(super) fn record_read(records: &SlotRecords, slot: u16) -> Option<(Cmd, Part)> {
+    let check = records.check(slot)?;
     let mut command = redis::cmd("GET");
-    command.arg(epochs.key(slot)?);
+    command.arg(records.key(slot)?);
     let part = Part {
         slot,
         positions: Vec::new(),
@@ -125,35 +127,45 @@ pub(super) fn record_read(epochs: &ClusterEpochs, slot: u16) -> Option<(Cmd, Par
     Some((command, part))
 }
 
-/// Reads of the epoch records of `slots`, per master; slots without a record are left out.
-pub(super) fn record_reads(
+/// The marker check of the master of `slot`, at the end of `pipeline`.
+fn marker_check(
     topology: &Topology,
-    epochs: &ClusterEpochs,
-    slots: &[u16],
-) -> Vec<Group> {
+    losses: &LossWatch,
+    slot: u16,
+    pipeline: &mut Pipeline,
+) -> Option<MarkerCheck> {
+    losses.add_marker_check(topology.master_of(slot)?, pipeline)
+}
+
+/// Reads of the epoch records of `slots`, per master, each master's followed by its marker
+/// check; slots without a record are left out.
+pub(super) fn record_reads(topology: &Topology, losses: &LossWatch, slots: &[u16]) -> Vec<Group> {
     by_master(topology, slots)
         .into_iter()
-        .map(|positions| {
+        .filter_map(|positions| {
             let mut pipeline = redis::pipe();
             let mut parts = Vec::new();
             for &position in &positions {
-                if let Some((command, part)) = record_read(epochs, slots[position]) {
+                if let Some((command, part)) = record_read(&losses.records, slots[position]) {
                     pipeline.add_command(command);
                     parts.push(part);
                 }
             }
-            Group::new(slots[positions[0]], pipeline, parts, None)
+            let route_slot = slots[positions[0]];
+            let marker = (!parts.is_empty())
+                .then(|| marker_check(topology, losses, route_slot, &mut pipeline))
+                .flatten();
+            (!parts.is_empty()).then(|| Group::new(route_slot, pipeline, parts, marker))
         })
-        .filter(|group| group.commands > 0)
         .collect()
 }
 
 /// Writes: per master, one command per position, made by `write`, then the read of the
-/// record of the group's first slot, so that a store that only writes (a layered store's
-/// group commit) still learns of data loss.
+/// record of each slot written and the master's marker check, so that a store that only
+/// writes (a layered store's group commit) still learns of any loss of those slots.
 pub(super) fn writes(
     topology: &Topology,
-    epochs: &ClusterEpochs,
+    losses: &LossWatch,
     slots: &[u16],
     mut write: impl FnMut(usize) -> Cmd,
 ) -> Vec<Group> {
@@ -162,9 +174,9 @@ pub(super) fn writes(
         .map(|positions| {
             let mut pipeline = redis::pipe();
             let route_slot = slots[positions[0]];
-            let parts: Vec<Part> = positions
-                .into_iter()
-                .map(|position| {
+            let mut parts: Vec<Part> = positions
+                .iter()
+                .map(|&position| {
                     pipeline.add_command(write(position));
                     Part {
                         slot: slots[position],
@@ -173,49 +185,52 @@ pub(super) fn writes(
                     }
                 })
                 .collect();
-            let check = epochs.check(route_slot);
-            if let (Some(_), Some(record)) = (check, epochs.key(route_slot)) {
-                pipeline.cmd("GET").arg(record);
+            // Positions are ordered by slot: each slot's record once.
+            let mut written: Vec<u16> = positions.iter().map(|&p| slots[p]).collect();
+            written.dedup();
+            for slot in written {
+                if let Some((command, part)) = record_read(&losses.records, slot) {
+                    pipeline.add_command(command);
+                    parts.push(part);
+                }
             }
-            Group::new(route_slot, pipeline, parts, check)
+            let marker = marker_check(topology, losses, route_slot, &mut pipeline);
+            Group::new(route_slot, pipeline, parts, marker)
         })
         .collect()
 }
 
 /// Per master, `SET NX` of each of its slots' epoch records with `value` (records that exist
-/// stay as they are), each followed by its read when `read` is set.
+/// stay as they are), each followed by its read.
 pub(super) fn record_creation(
     topology: &Topology,
-    epochs: &ClusterEpochs,
+    records: &SlotRecords,
     value: &str,
-    read: bool,
 ) -> Vec<Group> {
-    let records: Vec<(u16, &[u8])> = epochs.keys().collect();
-    let slots: Vec<u16> = records.iter().map(|(slot, _)| *slot).collect();
+    let keys: Vec<(u16, &[u8])> = records.keys().collect();
+    let slots: Vec<u16> = keys.iter().map(|(slot, _)| *slot).collect();
     by_master(topology, &slots)
         .into_iter()
         .map(|positions| {
             let mut pipeline = redis::pipe();
             let mut parts = Vec::new();
             for position in positions.iter().copied() {
-                let (slot, key) = records[position];
+                let (slot, key) = keys[position];
                 pipeline.cmd("SET").arg(key).arg(value).arg("NX");
                 parts.push(Part {
                     slot,
                     positions: Vec::new(),
                     check: None,
                 });
-                if read {
-                    // Prepared after the SET is queued: the read compares with the state of
-                    // the time it is sent.
-                    let check = epochs.check(slot);
-                    pipeline.cmd("GET").arg(key);
-                    parts.push(Part {
-                        slot,
-                        positions: Vec::new(),
-                        check,
-                    });
-                }
+                // Prepared after the SET is queued: the read compares with the state of the
+                // time it is sent.
+                let check = records.check(slot);
+                pipeline.cmd("GET").arg(key);
+                parts.push(Part {
+                    slot,
+                    positions: Vec::new(),
+                    check,
+                });
             }
             Group::new(slots[positions[0]], pipeline, parts, None)
         })

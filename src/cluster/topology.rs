@@ -51,6 +51,28 @@ impl Topology {
         self.masters.len()
     }
 
+    /// The name (node id) of the master serving `slot`.
+    pub(super) fn master_of(&self, slot: u16) -> Option<&str> {
+        self.masters
+            .get(usize::from(self.owner(slot)))
+            .map(String::as_str)
+    }
+
+    /// One slot of each master, to route a command to it by, with the master's name.
+    pub(super) fn one_slot_each(&self) -> Vec<(u16, &str)> {
+        let mut first: Vec<Option<u16>> = vec![None; self.masters.len()];
+        for (slot, &master) in self.owner.iter().enumerate() {
+            if let (Some(seen @ None), Ok(slot)) = (first.get_mut(usize::from(master)), u16::try_from(slot)) {
+                *seen = Some(slot);
+            }
+        }
+        first
+            .into_iter()
+            .zip(&self.masters)
+            .filter_map(|(slot, name)| Some((slot?, name.as_str())))
+            .collect()
+    }
+
     /// Builds the map from a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id, ..],
     /// replicas..], ..]`.
     pub(super) fn from_cluster_slots(reply: &Value) -> Result<Topology, String> {
@@ -199,6 +221,8 @@ mod tests {
         assert_eq!(topology.owner(0), 0);
         assert_eq!(topology.owner(100), 1);
         assert_eq!(topology.owner(16_383), 0);
+        assert_eq!(topology.master_of(150), Some("b"));
+        assert_eq!(topology.one_slot_each(), [(0, "a"), (100, "b")]);
     }
 
     #[test]
@@ -206,6 +230,7 @@ mod tests {
         let reply = Value::Array(vec![range(0, 10, node(7000, ""))]);
         let topology = Topology::from_cluster_slots(&reply).unwrap();
         assert_eq!(topology.owner(11), UNSERVED);
+        assert_eq!(topology.master_of(11), None);
         assert_eq!(topology.masters[0], "127.0.0.1:7000");
         for bad in [
             Value::Nil,

@@ -8,6 +8,7 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 
 use super::entry::{Clock, EntryExpiry};
+use super::forgets::Forgets;
 use super::index::Index;
 use super::writer::WriteQueue;
 use super::{LayeredStore, Settings, Shared};
@@ -214,6 +215,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                 counters: Counters::default(),
                 queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
                 losses_seen,
+                forgets: Forgets::default(),
                 forget_log: LogLimit::new(),
                 #[cfg(feature = "redis")]
                 broadcast,

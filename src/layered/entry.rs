@@ -39,15 +39,71 @@ pub(super) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// `duration` rounded up to whole milliseconds, the unit of Redis's `PX`.
+pub(super) fn whole_millis(duration: Duration) -> Duration {
+    let ms = duration.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
 /// The outcome of one remote write, shared by every touch it covers (single flight).
 pub(super) type Outcome = watch::Receiver<Option<Result<()>>>;
 
-/// A remote write under way for one runtime.
+/// What a remote write and the entry it is for both know of it.
 #[derive(Debug)]
-pub(super) struct PendingWrite {
+pub(super) struct WriteState {
     /// The written record lapses no earlier than this (clock nanos).
     pub(super) covers_until: u64,
+    /// The entry's generation when the write was queued: a `forget` since makes its
+    /// acknowledgement cover nothing.
+    pub(super) generation: u32,
+    /// The latest deadline of the touches waiting for it (clock nanos): once passed, every one
+    /// has timed out, and a write still queued is dropped rather than sent late.
+    pub(super) waiters_until: AtomicU64,
+}
+
+impl WriteState {
+    /// Whether every touch waiting for the write has given up by `now` (a touch gives up at
+    /// its deadline).
+    pub(super) fn abandoned(&self, now: u64) -> bool {
+        self.waiters_until.load(Ordering::Relaxed) <= now
+    }
+}
+
+/// A remote write under way for one runtime, as its entry holds it.
+#[derive(Debug)]
+pub(super) struct PendingWrite {
+    pub(super) state: Arc<WriteState>,
     pub(super) outcome: Outcome,
+}
+
+impl PendingWrite {
+    /// Whether a touch needing a record until `needed` (at `now`) may wait for this write
+    /// instead of starting one: it covers that long, has no result yet, and will still be sent
+    /// (its sender is alive: the task carrying it did not die; and not every waiter has given
+    /// up on it).
+    pub(super) fn joinable(&self, needed: u64, now: u64) -> bool {
+        self.state.covers_until >= needed
+            && self.outcome.borrow().is_none()
+            && self.outcome.has_changed().is_ok()
+            && !self.state.abandoned(now)
+    }
+}
+
+/// The write under way, if any, and the entry's generation: `forget` moves it on, so that a
+/// write queued before it neither covers touches after it nor is joined by them.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    pub(super) generation: u32,
+    pub(super) write: Option<PendingWrite>,
+}
+
+impl Pending {
+    /// Whether `state` is the write this entry waits for.
+    pub(super) fn is(&self, state: &Arc<WriteState>) -> bool {
+        self.write
+            .as_ref()
+            .is_some_and(|write| Arc::ptr_eq(&write.state, state))
+    }
 }
 
 /// One runtime as this instance knows it. Times are [`Clock`] nanoseconds.
@@ -59,8 +115,8 @@ pub(super) struct LocalEntry {
     /// count at the time (see [`RemoteRecord`]): 0 when this instance has not written it (or
     /// the write failed).
     remote: AtomicU64,
-    /// The write under way, joined by touches it covers.
-    pub(super) pending: Mutex<Option<PendingWrite>>,
+    /// The write under way, joined by touches it covers, and the entry's generation.
+    pub(super) pending: Mutex<Pending>,
     /// The keep-until time moka's expiry of this entry was last computed from, so that a read
     /// that finds nothing later needs no clock.
     expiry_basis: AtomicU64,
@@ -100,7 +156,7 @@ impl LocalEntry {
         Arc::new(LocalEntry {
             alive_until: AtomicU64::new(until),
             remote: AtomicU64::new(0),
-            pending: Mutex::new(None),
+            pending: Mutex::new(Pending::default()),
             expiry_basis: AtomicU64::new(0),
         })
     }
@@ -126,7 +182,7 @@ impl LocalEntry {
     /// Records an acknowledged write that lapses no earlier than `until`, sent while the
     /// remote's loss count was `losses`. A later lapse under the same count extends the
     /// record; a different count replaces it.
-    pub(super) fn extend_remote(&self, until: u64, losses: u64) {
+    fn extend_remote(&self, until: u64, losses: u64) {
         let written = RemoteRecord::new(until, losses);
         let _ = self
             .remote
@@ -137,9 +193,28 @@ impl LocalEntry {
             });
     }
 
-    /// Forgets that this instance wrote the remote record, so the next touch writes through.
+    /// `forget`: forgets that this instance wrote the remote record, so the next touch writes
+    /// through; a write under way no longer covers anything when acknowledged, and no later
+    /// touch joins it.
     pub(super) fn forget_remote(&self) {
+        let mut pending = self.pending.lock();
+        pending.generation = pending.generation.wrapping_add(1);
+        pending.write = None;
         self.remote.store(0, Ordering::Relaxed);
+    }
+
+    /// An acknowledged write: covers later touches unless a `forget` came since it was queued
+    /// (invariant 1: the `DEL` may have followed it). The entry stops waiting for it.
+    pub(super) fn write_acknowledged(&self, state: &Arc<WriteState>, covered: Option<u64>) {
+        let mut pending = self.pending.lock();
+        if let Some(losses) = covered
+            && pending.generation == state.generation
+        {
+            self.extend_remote(state.covers_until, losses);
+        }
+        if pending.is(state) {
+            pending.write = None;
+        }
     }
 
     /// Whether the entry's deadlines reach past the time moka's expiry was computed from.
@@ -239,6 +314,15 @@ mod tests {
         assert!(entry.remote_covers(20_000 * MS, 1));
         entry.forget_remote();
         assert!(!entry.remote_covers(1, 1));
+    }
+
+    #[test]
+    fn write_ttls_round_up_to_whole_milliseconds() {
+        assert_eq!(
+            whole_millis(Duration::from_nanos(90_000_000_001)),
+            Duration::from_millis(90_001)
+        );
+        assert_eq!(whole_millis(Duration::from_secs(120)), Duration::from_secs(120));
     }
 
     #[test]

@@ -65,10 +65,6 @@ impl Index {
             shard.remove(runtime_id);
         }
     }
-
-    pub(super) fn remove(&self, runtime_id: &str) {
-        self.shard(runtime_id).write().remove(runtime_id);
-    }
 }
 
 /// Picks a shard: a multiplicative hash of the id's bytes, cheap for short ids. It only spreads

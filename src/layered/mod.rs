@@ -4,6 +4,7 @@
 mod broadcast;
 mod builder;
 mod entry;
+mod forgets;
 mod index;
 #[cfg(feature = "redis")]
 mod subscriber;
@@ -23,7 +24,8 @@ pub use builder::{
     DEFAULT_LOCAL_CAPACITY, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL,
     LayeredStoreBuilder,
 };
-use entry::{Clock, LocalEntry, Outcome, PendingWrite, nanos};
+use entry::{Clock, LocalEntry, Outcome, PendingWrite, WriteState, nanos, whole_millis};
+use forgets::Forgets;
 use index::Index;
 use writer::{Job, WriteQueue};
 
@@ -93,6 +95,8 @@ struct Shared<R> {
     queue: WriteQueue,
     /// The remote's data-loss count as of this store's last remote call.
     losses_seen: AtomicU64,
+    /// Forgets in flight, which batches must not undo.
+    forgets: Forgets,
     /// Keeps timed-out forgets from flooding the log (see `log_limit`).
     forget_log: LogLimit,
     /// The forget broadcast, if the builder was given one.
@@ -126,10 +130,17 @@ impl<R: LivenessStore> Shared<R> {
         entry
     }
 
-    /// The local part of a forget: this instance answers "dead" at once (invariant 3).
+    /// The local part of a forget: this instance answers "dead" at once (invariant 3), and
+    /// no write queued before it covers anything or is joined (invariant 1). Only the entries
+    /// this drops leave the index: one a concurrent touch creates meanwhile is moka's and the
+    /// index's alike, and stays in both.
     async fn drop_local(&self, runtime_id: &str) {
-        self.local.invalidate(runtime_id).await;
-        self.index.remove(runtime_id);
+        let indexed = self.index.get(runtime_id);
+        let held = self.local.remove(runtime_id).await;
+        for entry in [indexed, held].into_iter().flatten() {
+            entry.forget_remote();
+            self.index.remove_if_same(runtime_id, &entry);
+        }
     }
 
     /// How many times the remote has detected data loss.
@@ -255,38 +266,54 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         now: u64,
         needed: u64,
     ) -> Write {
+        let shared = &self.shared;
+        // The latest this touch waits (invariant 5): a queued write outlives no waiter.
+        let gives_up_at = now.saturating_add(nanos(shared.settings.op_timeout));
         let mut pending = entry.pending.lock();
         // A write acknowledged between the caller's check and this lock covers us already:
         // without this second look the touch would start a duplicate write.
-        if entry.remote_covers(needed, self.shared.losses()) {
+        if entry.remote_covers(needed, shared.losses()) {
             return Write::Covered;
         }
-        if let Some(write) = pending.as_ref()
-            && write.covers_until >= needed
-            && write.outcome.borrow().is_none()
+        if let Some(write) = pending.write.as_ref()
+            && write.joinable(needed, now)
         {
-            return Write::Wait(write.outcome.clone());
+            write
+                .state
+                .waiters_until
+                .fetch_max(gives_up_at, Ordering::Relaxed);
+            let outcome = write.outcome.clone();
+            drop(pending);
+            // The flusher that was to send it may have died with its runtime.
+            writer::ensure_flusher(shared);
+            return Write::Wait(outcome);
         }
         // The record outlives the ttl by the debounce window, so the touches of the next D
-        // coalesce; half the ttl at most keeps the false-alive delay within 1.5 ttl.
-        let debounce = self.shared.settings.debounce.min(ttl / 2);
-        let write_ttl = (ttl + debounce).min(MAX_TTL);
-        // `now` precedes the write, so the record lapses no earlier than this.
-        let covers_until = now.saturating_add(nanos(write_ttl));
+        // coalesce; half the ttl at most keeps the false-alive delay within 1.5 ttl. In whole
+        // milliseconds, rounded up, as Redis's `PX` takes it: the record lapses exactly when
+        // this store believes (invariant 1).
+        let debounce = shared.settings.debounce.min(ttl / 2);
+        let write_ttl = whole_millis((ttl + debounce).min(MAX_TTL));
+        let state = Arc::new(WriteState {
+            // `now` precedes the write, so the record lapses no earlier than this.
+            covers_until: now.saturating_add(nanos(write_ttl)),
+            generation: pending.generation,
+            waiters_until: AtomicU64::new(gives_up_at),
+        });
         let (sender, outcome) = tokio::sync::watch::channel(None);
-        *pending = Some(PendingWrite {
-            covers_until,
+        pending.write = Some(PendingWrite {
+            state: Arc::clone(&state),
             outcome: outcome.clone(),
         });
         drop(pending);
         let job = Job {
             runtime_id: runtime_id.to_owned(),
             ttl: write_ttl,
-            covers_until,
             entry: Arc::clone(entry),
+            state,
             outcome: sender,
         };
-        writer::enqueue(&self.shared, job);
+        writer::enqueue(shared, job);
         Write::Wait(outcome)
     }
 
@@ -379,6 +406,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         Counters::add(&counters.remote_lookups, miss_ids.len() as u64);
         Counters::add(&counters.remote_lookup_batches, 1);
         let timeout = shared.settings.op_timeout;
+        let forgets = shared.forgets.look();
         let lookup = tokio::time::timeout(timeout, shared.remote.is_alive_batch(&miss_ids));
         let answer = lookup.await.unwrap_or(Err(Error::Timeout {
             op: "is_alive_batch",
@@ -400,7 +428,9 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             }
         };
         let cache_until = now.saturating_add(nanos(shared.settings.remote_positive_ttl));
-        let cache_positives = !shared.settings.remote_positive_ttl.is_zero();
+        // Not while a forget ran: the lookup may have read a record its `DEL` then removed.
+        let cache_positives = !shared.settings.remote_positive_ttl.is_zero()
+            && shared.forgets.none_since(forgets);
         for (index, alive) in misses.into_iter().zip(remote) {
             if !alive {
                 continue; // Negatives are never cached: a new beat must show at once.
@@ -426,6 +456,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         }
         // Local first: this instance answers "dead" at once (invariant 3).
         let shared = &self.shared;
+        let _forgetting = shared.forgets.begin();
         shared.drop_local(runtime_id).await;
         // The remote bounds its own calls; this keeps a misbehaving one from blocking forever.
         let timeout = shared.settings.op_timeout;
@@ -442,7 +473,8 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             }
         }
         // A touch that came in while the record was being deleted may believe its write
-        // still stands; make its next touch write through (invariant 1).
+        // still stands, or be waiting for a write the delete undid; make its next touch write
+        // through anew (invariant 1).
         if let Some(entry) = shared.entry(runtime_id) {
             entry.forget_remote();
         }

@@ -143,10 +143,10 @@ async fn listen<R: LivenessStore + 'static>(shared: &Weak<Shared<R>>, pubsub: Pu
         if sender == link.sender.as_bytes() || validate::runtime_id(runtime_id).is_err() {
             continue;
         }
-        // The same local part as `forget`. Its last step, making the runtime's next touch
-        // write through, needs no counterpart: the entry that knew of this instance's writes
-        // is gone, and the sender deleted the record before it published, so any entry created
-        // from here on records only writes made after the delete, which stand.
+        // The same local part as `forget`. The sender deleted the record before it published,
+        // so any entry created from here on records only writes made after the delete, which
+        // stand.
+        let _forgetting = shared.forgets.begin();
         shared.drop_local(runtime_id).await;
         Counters::add(&shared.counters.forget_broadcasts_received, 1);
     }

@@ -3,7 +3,12 @@
 //! A flusher task takes every queued write as soon as a pipeline slot is free and sends them as
 //! one `touch_many` (one round trip on Redis). An idle store pays one round trip per touch; a
 //! loaded one pays one per batch. The flusher exits once the queue is empty, so it never
-//! outlives the work the store gave it; the next write that finds no flusher starts one.
+//! outlives the work the store gave it; the next write that finds no flusher starts one, and so
+//! does a touch that joins a queued write (the flusher that was to send it may have died with
+//! its runtime).
+//!
+//! A queued write whose every waiter has timed out is dropped, not sent: sent late, it would
+//! keep a record alive past the false-alive bound, and nobody waits for its result.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::Shared;
-use super::entry::LocalEntry;
+use super::entry::{LocalEntry, WriteState};
 use crate::stats::Counters;
 use crate::{Error, LivenessStore, Result};
 
@@ -21,9 +26,8 @@ use crate::{Error, LivenessStore, Result};
 pub(super) struct Job {
     pub(super) runtime_id: String,
     pub(super) ttl: Duration,
-    /// The record lapses no earlier than this once written (clock nanos).
-    pub(super) covers_until: u64,
     pub(super) entry: Arc<LocalEntry>,
+    pub(super) state: Arc<WriteState>,
     pub(super) outcome: watch::Sender<Option<Result<()>>>,
 }
 
@@ -44,6 +48,7 @@ impl std::fmt::Debug for Job {
         f.debug_struct("Job")
             .field("runtime_id", &self.runtime_id)
             .field("ttl", &self.ttl)
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -58,14 +63,39 @@ impl WriteQueue {
         }
     }
 
-    /// The next pipeline's writes, oldest first.
-    fn take_batch(&self) -> Vec<Job> {
-        let mut jobs = self.jobs.lock();
-        if jobs.len() <= self.max_batch {
-            std::mem::take(&mut *jobs)
-        } else {
-            jobs.drain(..self.max_batch).collect()
+    /// The next pipeline's writes, oldest first, without those every waiter gave up on by
+    /// `now`.
+    fn take_batch(&self, now: u64) -> Vec<Job> {
+        let mut batch = Vec::new();
+        while batch.is_empty() {
+            let taken: Vec<Job> = {
+                let mut jobs = self.jobs.lock();
+                if jobs.is_empty() {
+                    return batch;
+                }
+                let end = jobs.len().min(self.max_batch);
+                jobs.drain(..end).collect()
+            };
+            batch = taken.into_iter().filter_map(|job| job.unless_abandoned(now)).collect();
         }
+        batch
+    }
+}
+
+impl Job {
+    /// The job, unless every touch waiting for it has timed out by `now`: then it is dropped,
+    /// and its entry stops waiting for it (under the entry's lock, which a touch joining it
+    /// holds too, so that no touch joins a write being dropped).
+    fn unless_abandoned(self, now: u64) -> Option<Job> {
+        let mut pending = self.entry.pending.lock();
+        if !self.state.abandoned(now) {
+            drop(pending);
+            return Some(self);
+        }
+        if pending.is(&self.state) {
+            pending.write = None;
+        }
+        None
     }
 }
 
@@ -87,9 +117,13 @@ impl Drop for FlushingGuard<'_> {
 
 /// Queues `job` and makes sure a flusher will send it.
 pub(super) fn enqueue<R: LivenessStore + 'static>(shared: &Arc<Shared<R>>, job: Job) {
-    let queue = &shared.queue;
-    queue.jobs.lock().push(job);
-    if queue.flushing.swap(true, Ordering::AcqRel) {
+    shared.queue.jobs.lock().push(job);
+    ensure_flusher(shared);
+}
+
+/// Starts a flusher unless one runs.
+pub(super) fn ensure_flusher<R: LivenessStore + 'static>(shared: &Arc<Shared<R>>) {
+    if shared.queue.flushing.swap(true, Ordering::AcqRel) {
         return;
     }
     tokio::spawn(flush(Arc::clone(shared)));
@@ -103,7 +137,7 @@ async fn flush<R: LivenessStore + 'static>(shared: Arc<Shared<R>>) {
         let Ok(slot) = Arc::clone(&queue.slots).acquire_owned().await else {
             return;
         };
-        let jobs = queue.take_batch();
+        let jobs = queue.take_batch(shared.clock.now());
         if jobs.is_empty() {
             queue.flushing.store(false, Ordering::Release);
             // A job queued between the take and the store above saw `flushing` still set and
@@ -145,22 +179,13 @@ async fn send<R: LivenessStore>(
         Counters::add(&counters.errors, 1);
     }
     for job in jobs {
-        if result.is_ok() {
-            // Invariant 1: only a write Redis acknowledged lets later touches coalesce, and
-            // only while the remote has lost no data since it was sent (invariant 4): a loss
-            // detected in this very pipeline may have come after the writes.
-            job.entry.extend_remote(job.covers_until, losses_before);
-        }
+        // Invariant 1: only a write Redis acknowledged lets later touches coalesce, and only
+        // while the remote has lost no data since it was sent (invariant 4): a loss detected
+        // in this very pipeline may have come after the writes. The entry also stops waiting
+        // for it, or every runtime would keep its last write's channel for as long as it stays
+        // in the local layer; touches still waiting hold their own receivers.
+        let covered = result.is_ok().then_some(losses_before);
+        job.entry.write_acknowledged(&job.state, covered);
         job.outcome.send_replace(Some(result.clone()));
-        // The write is over: drop it from the entry, or every runtime would keep its last
-        // write's channel for as long as it stays in the local layer. Touches still waiting
-        // hold their own receivers.
-        let mut pending = job.entry.pending.lock();
-        if pending
-            .as_ref()
-            .is_some_and(|write| write.covers_until == job.covers_until)
-        {
-            *pending = None;
-        }
     }
 }

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use super::RedisStore;
 use super::connection::TrackedManager;
-use super::epoch::{DEFAULT_RECOVERY_FLOOR, Epoch};
+use super::loss::LossWatch;
 use super::tls::{self, TlsSettings};
 use crate::breaker::{Breaker, BreakerSettings};
 use crate::log_limit::LogLimit;
 use crate::redact::redact_url;
+use crate::remote::DEFAULT_RECOVERY_FLOOR;
 use crate::validate::MAX_TTL;
 use crate::{Error, Result};
 
@@ -144,15 +145,18 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// After Redis lost its data, "dead" answers are [`Error::Recovering`] for the largest ttl
-    /// this instance has written, and at least this long. Set it to the largest ttl in use:
-    /// an instance that only reads has written none. The same holds for a new Redis: until its
-    /// records are this old, it may lack those of runtimes that beat before it started.
+    /// Set it to the largest ttl callers pass to `touch`. After Redis may have lost writes
+    /// (its data emptied, a restart, a failover), "dead" answers are [`Error::Recovering`] for
+    /// one and a half times this long: the largest ttl, plus the largest debounce a layered
+    /// writer may add (it is clamped to half the ttl), so that every `Ok` any instance gave
+    /// before it noticed has run out. If this instance wrote longer records, for as long as the
+    /// longest. The same holds for a new Redis or a new server: until its records (or the
+    /// server) are that old, it may lack those of runtimes that beat before.
     ///
     /// Zero trusts a new Redis at once and leaves instances that only read without any
     /// recovery window; it suits tests and a first deployment, not a running fleet.
     ///
-    /// Defaults to 90 s (the reference deployment's ttl).
+    /// Defaults to 90 s (the reference deployment's ttl): a window of 135 s.
     pub fn recovery_floor(mut self, floor: Duration) -> Self {
         self.recovery_floor = floor;
         self
@@ -181,7 +185,7 @@ impl RedisStoreBuilder {
         let name = redact_url(&self.url);
         let key_prefix = self.key_prefix.into_bytes();
         let store = RedisStore {
-            epoch: Epoch::new(&key_prefix, self.recovery_floor, name.clone()),
+            losses: LossWatch::new(&key_prefix, self.recovery_floor, name.as_str().into()),
             breaker: Breaker::new(self.breaker, self.op_timeout, name),
             pool,
             key_prefix,

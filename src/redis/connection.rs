@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
-use redis::{ErrorKind, FromRedisValue, Pipeline, RedisError};
+use redis::{FromRedisValue, Pipeline, RedisError};
+
+use crate::remote::server_answered;
 
 /// A pooled connection and whether a request on it failed.
 pub(crate) struct TrackedConnection {
@@ -82,11 +84,6 @@ impl Drop for FlagUnlessAnswered<'_> {
             self.broken.store(true, Ordering::Relaxed);
         }
     }
-}
-
-/// Whether the error is a reply from the server, which proves the connection works.
-pub(crate) fn server_answered(error: &RedisError) -> bool {
-    matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
 }
 
 /// bb8 manager of [`TrackedConnection`]s; connection set-up has its own timeout.

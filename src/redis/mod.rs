@@ -1,12 +1,12 @@
 //! The Redis backend: one TTL'd key per runtime, shared by every server instance.
 
 mod builder;
+mod loss;
 pub(crate) mod connection;
-pub(crate) mod epoch;
 mod tls;
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::{FromRedisValue, Pipeline, RedisError, Value};
 
@@ -14,14 +14,14 @@ pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
     DEFAULT_POOL_SIZE, RedisStoreBuilder,
 };
+use loss::LossWatch;
 use connection::TrackedManager;
-pub use epoch::DEFAULT_RECOVERY_FLOOR;
-use epoch::Epoch;
 
 use crate::breaker::Breaker;
 use crate::health::{Health, remote_health};
 use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
+use crate::remote::{Attempt, log_failed_forget, px, server_answered, unix_ms};
 use crate::{Error, LivenessStore, Result, validate};
 
 /// Liveness records in Redis, wire-compatible with the reference Go store.
@@ -33,8 +33,9 @@ use crate::{Error, LivenessStore, Result, validate};
 ///
 /// After repeated failures a circuit breaker makes calls fail fast with
 /// [`Error::Unavailable`] until a probe succeeds; [`health`](LivenessStore::health) says which.
-/// Every batch also reads an epoch record in the same round trip: if Redis lost its data,
-/// "dead" answers become [`Error::Recovering`] until one full ttl has passed (see
+/// Every batch also checks, in the same round trip, that Redis lost nothing since the store
+/// last looked (its epoch record, and that the server is the one the store first reached): if
+/// it may have, "dead" answers become [`Error::Recovering`] for a recovery window (see
 /// [`RedisStoreBuilder::recovery_floor`]).
 ///
 /// ```no_run
@@ -59,7 +60,8 @@ pub struct RedisStore {
     max_batch: usize,
     url: String,
     breaker: Breaker,
-    epoch: Epoch,
+    /// The epoch record, the server's marker and the recovery window (invariant 4).
+    losses: LossWatch,
     /// Keeps failed forgets from flooding the log (see `log_limit`).
     forget_log: LogLimit,
 }
@@ -110,11 +112,12 @@ impl RedisStore {
     /// deleting it makes every instance treat Redis as having lost its data.
     #[must_use]
     pub fn epoch_key(&self) -> Vec<u8> {
-        self.epoch.key().to_vec()
+        self.losses.epoch_key().to_vec()
     }
 
     /// Opens the pool's first connection and proves with a `PING` that Redis answers and
-    /// accepts the credentials, within `timeout`.
+    /// accepts the credentials, within `timeout`; reads the epoch, loads the store's marker and
+    /// reads the server's uptime there (see `loss`).
     ///
     /// A dedicated connection, unlike a pool checkout, reports *why* it failed (refused,
     /// wrong password) instead of waiting out the timeout.
@@ -128,15 +131,17 @@ impl RedisStore {
                 .map_err(|e| self.backend_error(op, e))?;
             let mut first = redis::pipe();
             first.cmd("PING").ignore();
-            let check = self.epoch.add_check(&mut first);
+            let check = self.losses.add_epoch_check(&mut first);
             let replies: Vec<Value> = connection
                 .handle(timeout)
                 .query(&first)
                 .await
                 .map_err(|e| self.backend_error(op, e))?;
-            if let Some(epoch) = replies.last() {
-                self.epoch.observe(check, epoch);
-            }
+            self.losses.observe_epoch(check, &replies);
+            self.losses
+                .first_contact(&connection, timeout, &self.url)
+                .await
+                .map_err(|e| self.backend_error(op, e))?;
             self.check_eviction_policy(&connection).await;
             Ok(connection)
         };
@@ -191,37 +196,34 @@ impl RedisStore {
     /// The breaker goes first: while it is open the call fails in microseconds.
     async fn send<T: FromRedisValue>(&self, op: &'static str, pipeline: &Pipeline) -> Result<T> {
         let permit = self.breaker.admit()?;
-        let (result, answered) = self.send_now(op, pipeline).await;
-        permit.record(answered);
-        result
+        let attempt = self.send_now(op, pipeline).await;
+        permit.record(attempt.answered);
+        attempt.result
     }
 
-    /// The call itself, and whether Redis answered it: an error reply (`OOM`, `NOAUTH`) is
-    /// still an answer, so it does not count against the breaker; reads may well work.
-    async fn send_now<T: FromRedisValue>(
-        &self,
-        op: &'static str,
-        pipeline: &Pipeline,
-    ) -> (Result<T>, bool) {
+    /// The call itself, and whether Redis answered it.
+    async fn send_now<T: FromRedisValue>(&self, op: &'static str, pipeline: &Pipeline) -> Attempt<T> {
         let request = async {
             // Checked out only to clone: the connection is back in the pool, for concurrent
             // calls to pipeline on, before the request is sent.
             let request = match self.pool.get().await {
                 Ok(pooled) => pooled.handle(self.op_timeout),
-                Err(bb8::RunError::User(e)) => return (Err(self.backend_error(op, e)), false),
-                Err(bb8::RunError::TimedOut) => return (Err(self.timed_out(op)), false),
+                Err(bb8::RunError::User(e)) => {
+                    return Attempt::failed(self.backend_error(op, e), false);
+                }
+                Err(bb8::RunError::TimedOut) => return Attempt::failed(self.timed_out(op), false),
             };
             match request.query(pipeline).await {
-                Ok(reply) => (Ok(reply), true),
+                Ok(reply) => Attempt::answered(Ok(reply)),
                 Err(e) => {
-                    let answered = connection::server_answered(&e);
-                    (Err(self.backend_error(op, e)), answered)
+                    let answered = server_answered(&e);
+                    Attempt::failed(self.backend_error(op, e), answered)
                 }
             }
         };
         tokio::time::timeout(self.op_timeout, request)
             .await
-            .unwrap_or_else(|_| (Err(self.timed_out(op)), false))
+            .unwrap_or_else(|_| Attempt::failed(self.timed_out(op), false))
     }
 
     fn timed_out(&self, op: &'static str) -> Error {
@@ -240,41 +242,15 @@ impl RedisStore {
     }
 
     fn add_set(&self, pipeline: &mut Pipeline, runtime_id: &str, ttl: Duration, now_ms: u64) {
-        self.epoch.note_ttl(ttl);
+        self.losses.note_record(ttl);
         pipeline
             .cmd("SET")
             .arg(self.key(runtime_id))
             .arg(now_ms)
             .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(px(ttl))
             .ignore();
     }
-}
-
-/// Logs a failed `forget` (it returns nothing to its caller): not while the breaker is open,
-/// which logged the outage when it opened, and at most one line per interval, because many
-/// forgets in flight can fail together (a hung Redis times them all out; an error reply never
-/// opens the breaker).
-pub(crate) fn log_failed_forget(log: &LogLimit, result: Result<()>) {
-    match result {
-        Ok(()) | Err(Error::Unavailable) => {}
-        Err(error) => {
-            if let Some(suppressed) = log.allow() {
-                tracing::warn!(
-                    %error,
-                    suppressed,
-                    "liveness forget failed; the record's ttl will reap it"
-                );
-            }
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch: the value of a record, for whoever inspects Redis.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[async_trait::async_trait]
@@ -302,10 +278,10 @@ impl LivenessStore for RedisStore {
                 command.arg(self.key(id));
             }
         }
-        // After the MGETs: a loss that happened before them shows in the epoch (invariant 4).
-        let check = self.epoch.add_check(&mut pipeline);
+        // After the MGETs: a loss that happened before them shows in the checks (invariant 4).
+        let checks = self.losses.add_checks(&mut pipeline);
         let mut replies: Vec<Value> = self.send("is_alive_batch", &pipeline).await?;
-        let epoch = replies.split_off(replies.len().saturating_sub(check.replies));
+        let tail = replies.split_off(replies.len().saturating_sub(checks.replies()));
         let answers: Vec<bool> = replies
             .iter()
             .flat_map(|chunk| match chunk {
@@ -324,12 +300,10 @@ impl LivenessStore for RedisStore {
                 ),
             ));
         }
-        if let Some(epoch) = epoch.last() {
-            self.epoch.observe(check, epoch);
-        }
+        self.losses.observe(checks, &tail);
         // A record present now was written after any loss, so "alive" stands; "dead" may be a
         // lost record until every live runtime has beaten again.
-        if let Some(remaining) = self.epoch.recovering_for()
+        if let Some(remaining) = self.losses.recovering_for()
             && answers.contains(&false)
         {
             return Err(Error::Recovering { remaining });
@@ -359,22 +333,19 @@ impl LivenessStore for RedisStore {
         for (runtime_id, ttl) in beats {
             self.add_set(&mut pipeline, runtime_id, *ttl, now_ms);
         }
-        // One batch of writes, one epoch read: a layered store that only writes still learns
-        // of data loss and resets its coalescing (invariant 4).
-        let check = self.epoch.add_check(&mut pipeline);
+        // One batch of writes, one look at the checks: a layered store that only writes still
+        // learns of data loss and resets its coalescing (invariant 4).
+        let checks = self.losses.add_checks(&mut pipeline);
         let replies: Vec<Value> = self.send("touch_many", &pipeline).await?;
-        if let Some(epoch) = replies.last() {
-            self.epoch.observe(check, epoch);
-        }
+        self.losses.observe(checks, &replies);
         Ok(())
     }
 
     fn health(&self) -> Health {
-        let (losses, recovery) = self.epoch.status();
-        remote_health(self.breaker.status(), losses, recovery)
+        remote_health(self.breaker.status(), self.losses.status())
     }
 
     fn data_losses(&self) -> u64 {
-        self.epoch.losses()
+        self.losses.count()
     }
 }

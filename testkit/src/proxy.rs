@@ -65,7 +65,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -187,7 +187,8 @@ pub struct Proxy {
 
 /// State shared by the [`Proxy`] handle, its listener and its connections.
 struct Shared {
-    upstream_port: u16,
+    /// Read by each new connection: [`Proxy::set_upstream`] moves later connections only.
+    upstream_port: AtomicU16,
     /// Prefix of every thread name, e.g. `px3-`.
     thread_prefix: String,
     /// A plain value copied out on every read; std `Mutex` because it is never
@@ -282,7 +283,7 @@ impl Proxy {
             .expect("proxy: make its listener non-blocking");
         let id = NEXT_PROXY_ID.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared {
-            upstream_port,
+            upstream_port: AtomicU16::new(upstream_port),
             thread_prefix: format!("px{id}-"),
             mode: Mutex::new(Mode::Pass),
             stop: AtomicBool::new(false),
@@ -312,9 +313,16 @@ impl Proxy {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// The port everything is forwarded to.
+    /// The port new connections are forwarded to.
     pub fn upstream_port(&self) -> u16 {
-        self.shared.upstream_port
+        self.shared.upstream_port.load(Ordering::SeqCst)
+    }
+
+    /// Forwards new connections to `127.0.0.1:port` from now on, as a virtual IP that moves
+    /// to another server in a failover; connections already open stay where they are (close
+    /// them with [`Proxy::cut_all`]).
+    pub fn set_upstream(&self, port: u16) {
+        self.shared.upstream_port.store(port, Ordering::SeqCst);
     }
 
     /// Switches the mode, for existing and new connections alike (see [`Mode`]).
@@ -362,7 +370,7 @@ impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proxy")
             .field("port", &self.port)
-            .field("upstream_port", &self.shared.upstream_port)
+            .field("upstream_port", &self.upstream_port())
             .field("mode", &self.mode())
             .field("accepted", &self.accepted())
             .field("open_connections", &self.open_connections())
@@ -471,7 +479,8 @@ fn finish(shared: &Shared, id: u64, conn: Arc<Conn>) {
 /// The connection thread: connects upstream, runs the four pump threads and
 /// waits for them. Returns when the connection is over for any reason.
 fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>) {
-    let upstream_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, shared.upstream_port));
+    let upstream_port = shared.upstream_port.load(Ordering::SeqCst);
+    let upstream_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port));
     let Ok(upstream) = TcpStream::connect_timeout(&upstream_addr, UPSTREAM_CONNECT_TIMEOUT) else {
         return;
     };

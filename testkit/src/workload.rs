@@ -47,6 +47,8 @@ pub struct Workload {
     rhythm: Rhythm,
     calls: Arc<Mutex<Vec<Call>>>,
     stop: Arc<AtomicBool>,
+    /// Set to end the beats while the reads go on: runtimes that stopped beating.
+    silent: Arc<AtomicBool>,
     tasks: tokio::task::JoinSet<()>,
 }
 
@@ -66,6 +68,7 @@ impl Workload {
             rhythm,
             calls: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            silent: Arc::new(AtomicBool::new(false)),
             tasks: tokio::task::JoinSet::new(),
         };
         workload.spawn_beater();
@@ -77,11 +80,12 @@ impl Workload {
     }
 
     fn spawn_beater(&mut self) {
-        let (ids, store, calls, stop, rhythm) = (
+        let (ids, store, calls, stop, silent, rhythm) = (
             Arc::clone(&self.ids),
             Arc::clone(&self.instances[0]),
             Arc::clone(&self.calls),
             Arc::clone(&self.stop),
+            Arc::clone(&self.silent),
             self.rhythm,
         );
         self.tasks.spawn(async move {
@@ -89,6 +93,9 @@ impl Workload {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
+                if silent.load(Ordering::Relaxed) {
+                    break;
+                }
                 // Every runtime beats on its own, concurrently, as heartbeat handlers do.
                 let mut beats = tokio::task::JoinSet::new();
                 for id in 0..ids.len() {
@@ -134,6 +141,13 @@ impl Workload {
                 tokio::time::sleep(every).await;
             }
         });
+    }
+
+    /// Every runtime stops beating, from the next beat on; the reads go on until
+    /// [`stop`](Self::stop). The report then shows whether any was read dead within the ttl of
+    /// its last beat.
+    pub fn stop_beating(&self) {
+        self.silent.store(true, Ordering::Relaxed);
     }
 
     /// Polls (every 10 ms, for at most `limit`) until every instance is healthy and answers

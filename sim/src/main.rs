@@ -60,7 +60,7 @@ pub(crate) struct Args {
     pub(crate) compare: bool,
     /// The Redis of --compare and of the redis and layered stores [default: $LIVENESS_REDIS_URL,
     /// else $REDIS_URL, else a redis-server of its own on a free loopback port]
-    #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, value_name = "URL", value_parser = redis_url)]
     #[serde(skip)] // It may hold a password.
     pub(crate) redis_url: Option<String>,
     /// Simulated runtimes
@@ -137,12 +137,19 @@ fn main() -> ExitCode {
     let args = parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit());
     // The Redis URL when none was passed, the operation timeout and the recovery floor: read
     // as a server reads them.
-    let env = StoreConfig::from_env().unwrap_or_else(|error| {
-        let message = format!("the environment: {error}");
+    let usage = |message: String| {
         Args::command()
             .error(ErrorKind::InvalidValue, message)
             .exit()
-    });
+    };
+    let env = StoreConfig::from_env().unwrap_or_else(|e| usage(format!("the environment: {e}")));
+    let url_from_env = env
+        .redis_url
+        .as_deref()
+        .filter(|_| args.redis_url.is_none());
+    if let Some(Err(e)) = url_from_env.filter(|_| args.needs_redis()).map(redis_url) {
+        usage(format!("the environment's Redis URL: {e}"));
+    }
     session::run(args, env)
 }
 
@@ -173,6 +180,12 @@ fn count() -> RangedU64ValueParser<usize> {
 /// ttl alone: ask the remote every time.
 fn millis(min: u64) -> RangedU64ValueParser<u64> {
     RangedU64ValueParser::new().range(min..=MAX_MS)
+}
+
+/// A URL redis-rs can parse, not yet tried: a typo is a usage error, not a failed run.
+fn redis_url(value: &str) -> Result<String, String> {
+    let parsed = redis::IntoConnectionInfo::into_connection_info(value);
+    parsed.map(|_| value.to_owned()).map_err(|e| e.to_string())
 }
 
 fn seconds(value: &str) -> Result<f64, String> {
@@ -268,7 +281,7 @@ mod tests {
             (&["--touch", "some"], "invalid value"),
             (&["--plot", "figures.png"], ".svg"),
             (&["--plot", ".svg"], ".svg"),
-            (&["--redis-url", ""], "a value is required"),
+            (&["--redis-url", "notaurl"], "invalid value"),
             (&["--compare", "--backend", "memory"], "cannot be used with"),
             (&["--compare=yes"], "unexpected value"),
             (&["--redis-url", "redis://x/"], "not to --backend memory"),

@@ -229,11 +229,14 @@ fn header_lines(summary: &Summary) -> String {
         })
         .collect();
     let each = if runs.len() > 1 { " each" } else { "" };
-    let interrupted = if runs.iter().any(|r| r.interrupted) {
-        " (interrupted by Ctrl-C)"
-    } else {
-        ""
-    };
+    let interrupted = runs.iter().find(|r| r.interrupted).map(|r| {
+        let after = fmt_duration(Duration::from_secs_f64(r.seconds));
+        format!(
+            " ({} interrupted by Ctrl-C after {after})",
+            r.backend.type_name()
+        )
+    });
+    let interrupted = interrupted.unwrap_or_default();
     let sends = match settings.touch {
         Touch::Many => "a touch_many per shard wake-up with the beats due",
         Touch::One => "one touch per beat",

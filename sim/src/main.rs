@@ -1,337 +1,296 @@
 //! `liveness-sim`: the heartbeat simulator of `liveness-store`.
 //!
 //! It plays the reference deployment (the Go `LivenessStore` of an agent platform's server)
-//! against a backend and prints what it measured. Time is scaled down 100 times, so that a
-//! 15 s run covers 25 minutes of the reference's life:
+//! against a store and prints one table of what it measured. Time is scaled down
+//! [`TIME_SCALE`] times, so that a 15 s run covers 25 minutes of the reference's life: its
+//! heartbeat of 15 s becomes 150 ms, its ttl of 90 s 900 ms, the layered store's debounce of
+//! 30 s 300 ms and its remote-positive ttl of 1 s 10 ms, the sweeper's 30 s 300 ms.
 //!
-//! | | reference | simulated (default) |
-//! |---|---|---|
-//! | heartbeat interval | 15 s | 150 ms (`--beat-ms`) |
-//! | record ttl | 90 s | 900 ms (`--ttl-ms`) |
-//! | layered store's debounce | 30 s | 300 ms (`--debounce-ms`) |
-//! | sweeper interval | 30 s | 300 ms (`--sweep-ms`) |
+//! N runtimes beat through a few shard tasks while a sweeper asks `is_alive_batch` about all
+//! of them every sweep interval; at half-time some stop beating for good. testkit's
+//! false-dead checker judges every answer (invariant 1 of the design): one false "dead" fails
+//! the run. `--compare` drives `RedisStore`, then `LayeredStore` over a `RedisStore`, on one
+//! Redis, and counts what Redis received.
 //!
-//! - **Runtimes.** N simulated runtimes (default 20,000) beat on the interval, each at its own
-//!   phase (a deterministic hash of its index), so beats are spread evenly. They are driven by
-//!   eight shard tasks, not one task per runtime: a shard wakes up, sends every beat that has
-//!   come due in one `touch_many` call (or one `touch` per beat with `--touch one`), and sleeps
-//!   until the next one is due.
-//! - **Sweeper.** Every sweep interval one task asks `is_alive_batch` about every runtime, in
-//!   chunks of `--batch` ids (default 1,000), one call after another.
-//! - **Silence.** At half-time a fraction of the runtimes (default 2%) stop beating for good.
-//!
-//! Every call's latency is recorded (as whole microseconds, one `Vec` per task, merged at the
-//! end). Correctness is checked against invariant 1 of the design: when a touch of a runtime
-//! called at instant `t` has returned `Ok`, a batch call that starts after that return and
-//! *ends* before `t + ttl` must not answer `Ok(false)` for it (a call that straddles `t + ttl`
-//! may rightly answer either way: the store reads its clock somewhere within the call). Such
-//! a "false dead" answer makes the run fail (exit status 1). For the silenced runtimes it reports the "false-alive
-//! delay": how long after their last touch returned plus the ttl the sweeper still saw them
-//! alive.
-//!
-//! `--compare` drives `RedisStore` (the reference's equivalent), then `LayeredStore` over a
-//! `RedisStore`, on one Redis, and prints them side by side, with what Redis itself counted
-//! (`INFO commandstats`). Without `--redis-url` (or `LIVENESS_REDIS_URL`, `REDIS_URL`) it
-//! starts a private `redis-server` and kills it at exit.
-//!
-//! Run it with `cargo run --release -p liveness-sim`, no Redis needed; `--help` lists the
-//! options. The modules, one idea each:
-//!
-//! - [`options`]: the command line;
-//! - [`run`], [`shards`], [`sweeper`]: one run of one store;
-//! - [`stores`]: opening the store a run drives;
-//! - [`redis_server`], [`commandstats`]: a Redis of its own, and what Redis received;
-//! - [`summary`]: the figures as data, which [`report`] (one store), [`compare`] (side by
-//!   side), [`json`] and [`plot`] render;
-//! - [`progress`]: the progress bar.
+//! - [`session`]: every store asked for, one after the other, then the report and exit status;
+//! - [`run`]: one store's run and what it measured; [`stores`]: opening that store;
+//! - [`redis_side`]: the Redis of the Redis-backed stores, and what it counted;
+//! - [`report`]: the one table (`--json` serialises the same [`report::Summary`]);
+//! - [`plot`], [`progress`]: the SVG and the progress bar.
 
-mod commandstats;
-mod compare;
-mod json;
-mod options;
 mod plot;
 mod progress;
-mod redis_server;
+mod redis_side;
 mod report;
 mod run;
-mod shards;
+mod session;
 mod stores;
-mod summary;
-mod sweeper;
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use liveness_store::Backend;
-use redis::IntoConnectionInfo;
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use liveness_store::StoreConfig;
+use serde::Serialize;
 
-use crate::commandstats::{Counted, Sampler, StatsConnection};
-use crate::options::{
-    Options, USAGE, given_redis_url, parse_args, redis_url_variables, uses_redis,
-};
-use crate::progress::Progress;
-use crate::redis_server::RedisServer;
-use crate::report::{fmt_duration, thousands};
-use crate::run::simulate;
-use crate::stores::store_name;
-use crate::summary::{Comparison, RedisInfo, Report, RunSummary, Settings, failures_of, summarize};
+use crate::run::Touch;
+use crate::stores::Store;
 
 /// How many times faster than the reference the simulation runs.
 const TIME_SCALE: u32 = 100;
+/// The most runtimes, and the most ids per `is_alive_batch`.
+const MAX_COUNT: u64 = 1_000_000;
+/// The longest interval, in ms: an hour.
+const MAX_MS: u64 = 3_600_000;
+
+/// Heartbeat simulator for liveness-store: the reference deployment, time scaled down 100x.
+///
+/// Prints one table (a column per store), or with --json the same figures as JSON.
+#[derive(Debug, Clone, Parser, Serialize)]
+#[command(version, after_help = AFTER_HELP)]
+pub(crate) struct Args {
+    /// The store to drive (layered: a LayeredStore over a RedisStore)
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) backend: Store,
+    /// Drive RedisStore, then LayeredStore over a RedisStore, on one Redis, side by side
+    #[arg(long, conflicts_with = "backend")]
+    pub(crate) compare: bool,
+    /// The Redis of --compare and of the redis and layered stores [default: $LIVENESS_REDIS_URL,
+    /// else $REDIS_URL, else a redis-server of its own on a free loopback port]
+    #[arg(long, value_name = "URL", value_parser = redis_url)]
+    #[serde(skip)] // It may hold a password.
+    pub(crate) redis_url: Option<String>,
+    /// Simulated runtimes
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = count())]
+    pub(crate) runtimes: usize,
+    /// How long each store runs, in seconds
+    #[arg(long, value_name = "S", default_value_t = 15.0, value_parser = seconds)]
+    pub(crate) duration_secs: f64,
+    /// Heartbeat interval (the reference's: 15 s)
+    #[arg(long, value_name = "MS", default_value_t = 150, value_parser = millis(1))]
+    pub(crate) beat_ms: u64,
+    /// Ttl of every beat (the reference's: 90 s)
+    #[arg(long, value_name = "MS", default_value_t = 900, value_parser = millis(1))]
+    pub(crate) ttl_ms: u64,
+    /// Debounce window of the layered store (the reference's: 30 s)
+    #[arg(long, value_name = "MS", default_value_t = 300, value_parser = millis(1))]
+    pub(crate) debounce_ms: u64,
+    /// How long the layered store reuses a remote "alive"; 0: never (the crate's default 1 s,
+    /// scaled down)
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = millis(0))]
+    pub(crate) remote_positive_ms: u64,
+    /// Sweeper interval (the reference's: 30 s)
+    #[arg(long, value_name = "MS", default_value_t = 300, value_parser = millis(1))]
+    pub(crate) sweep_ms: u64,
+    /// Share of the runtimes that stop beating at half-time
+    #[arg(long, value_name = "P", default_value_t = 2.0, value_parser = percent)]
+    pub(crate) silent_percent: f64,
+    /// Ids per is_alive_batch call
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count())]
+    pub(crate) batch: usize,
+    /// How the shards send their beats
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) touch: Touch,
+    /// Print the figures as JSON on stdout instead of the table
+    #[arg(long)]
+    #[serde(skip)]
+    pub(crate) json: bool,
+    /// Draw Redis commands/s over time and each store's latency percentiles into an SVG file
+    #[arg(long, value_name = "FILE.svg", value_parser = svg_path)]
+    #[serde(skip)]
+    pub(crate) plot: Option<PathBuf>,
+    /// No progress bar and no notes on stderr (errors only)
+    #[arg(long)]
+    #[serde(skip)]
+    pub(crate) quiet: bool,
+}
+
+const AFTER_HELP: &str = "\
+Redis: records go under the key prefix `liveness-sim:<pid>:<backend>:`, never the production
+one. Commands are counted from INFO commandstats on a connection of the simulator's own, so on
+a shared Redis other clients' commands count too. Only a redis-server the simulator started
+itself (from $LIVENESS_REDIS_SERVER, else PATH) is flushed between the stores; it is killed at
+exit. LIVENESS_OP_TIMEOUT_MS and LIVENESS_RECOVERY_FLOOR_MS are honoured.
+
+Exit status: 0 when no answer broke the no-false-dead rule, 1 when one did or a run failed,
+2 on bad arguments or environment.";
+
+impl Args {
+    /// The stores to drive, one after the other.
+    pub(crate) fn stores(&self) -> Vec<Store> {
+        if self.compare {
+            vec![Store::Redis, Store::Layered]
+        } else {
+            vec![self.backend]
+        }
+    }
+
+    pub(crate) fn needs_redis(&self) -> bool {
+        self.stores().into_iter().any(Store::uses_redis)
+    }
+}
 
 fn main() -> ExitCode {
-    let opts = match parse_args(std::env::args_os().skip(1)) {
-        Ok(Some(opts)) => opts,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => return usage_error(&message),
+    let args = parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    // The Redis URL when none was passed, the operation timeout and the recovery floor: read
+    // as a server reads them.
+    let usage = |message: String| {
+        Args::command()
+            .error(ErrorKind::InvalidValue, message)
+            .exit()
     };
-    // Declared before the runtime so that it outlives every task, and is killed at exit.
-    let mut server = None;
-    let redis_url = if opts.needs_redis() {
-        match redis_url(&opts, &mut server) {
-            Ok(url) => Some(url),
-            Err(Failure::Usage(message)) => return usage_error(&message),
-            Err(Failure::Run(message)) => {
-                eprintln!("liveness-sim: {message}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("liveness-sim: cannot start the tokio runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let started_by_sim = server.is_some();
-    let code = runtime.block_on(session(opts, redis_url, started_by_sim));
-    drop(runtime);
-    drop(server);
-    code
-}
-
-enum Failure {
-    /// Bad arguments or environment: exit status 2.
-    Usage(String),
-    /// Exit status 1.
-    Run(String),
-}
-
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("liveness-sim: {message}\nTry `liveness-sim --help`.");
-    ExitCode::from(2)
-}
-
-/// A note on stderr, unless `--quiet`.
-fn note(opts: &Options, message: &str) {
-    if !opts.quiet {
-        eprintln!("liveness-sim: {message}");
+    let env = StoreConfig::from_env().unwrap_or_else(|e| usage(format!("the environment: {e}")));
+    let url_from_env = env
+        .redis_url
+        .as_deref()
+        .filter(|_| args.redis_url.is_none());
+    if let Some(Err(e)) = url_from_env.filter(|_| args.needs_redis()).map(redis_url) {
+        usage(format!("the environment's Redis URL: {e}"));
     }
+    session::run(args, env)
 }
 
-/// The Redis to use: the one given, or a `redis-server` started here (kept in `server`).
-fn redis_url(opts: &Options, server: &mut Option<RedisServer>) -> Result<String, Failure> {
-    if let Some(url) = given_redis_url(opts).map_err(Failure::Usage)? {
-        return Ok(url);
-    }
-    let started = RedisServer::start().map_err(Failure::Run)?;
-    let url = started.url();
-    note(
-        opts,
-        &format!(
-            "no Redis given (--redis-url, {}): started a redis-server of its own at {url}; it \
-             is killed at exit",
-            redis_url_variables()
-        ),
-    );
-    *server = Some(started);
-    Ok(url)
-}
-
-/// Runs every backend the options ask for, one after the other, and prints the report.
-async fn session(opts: Options, redis_url: Option<String>, started_by_sim: bool) -> ExitCode {
-    let stats = match &redis_url {
-        Some(url) => match StatsConnection::open(url).await {
-            Ok(stats) => Some(stats),
-            Err(error) => {
-                eprintln!("liveness-sim: {error}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let redis = match (&redis_url, &stats) {
-        (Some(url), Some(stats)) => Some(RedisInfo {
-            address: url
-                .as_str()
-                .into_connection_info()
-                .map_or_else(|_| "?".to_owned(), |info| info.addr().to_string()),
-            version: stats.version().await,
-            started_by_sim,
-        }),
-        _ => None,
-    };
-    if opts.ttl <= opts.beat {
-        note(
-            &opts,
-            &format!(
-                "note: the ttl ({}) is not longer than the beat interval ({}): records lapse \
-                 between beats, so \"dead\" answers about beating runtimes are expected",
-                fmt_duration(opts.ttl),
-                fmt_duration(opts.beat)
-            ),
+/// The command line, checked: clap's checks, then the rules that span several options. Its
+/// errors exit with status 2 (0 for `--help` and `--version`).
+fn parse_from<I, T>(args: I) -> Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args = Args::try_parse_from(args)?;
+    if args.redis_url.is_some() && !args.needs_redis() {
+        let message = format!(
+            "--redis-url applies to --compare and to --backend redis or layered, not to \
+             --backend {}",
+            args.backend.name()
         );
+        return Err(Args::command().error(ErrorKind::ArgumentConflict, message));
     }
+    Ok(args)
+}
 
-    let progress = Progress::new(opts.quiet);
-    let backends = opts.backends();
-    let mut runs = Vec::new();
-    let mut failures = Vec::new();
-    for (index, &backend) in backends.iter().enumerate() {
-        let stats = stats.as_ref().filter(|_| uses_redis(backend));
-        let step = if backends.len() > 1 {
-            format!("run {} of {}: ", index + 1, backends.len())
-        } else {
-            String::new()
-        };
-        match run_one(
-            &opts,
-            backend,
-            redis_url.as_deref(),
-            stats,
-            started_by_sim,
-            progress,
-            &step,
-        )
-        .await
-        {
-            Ok((run, run_failures)) => {
-                failures.extend(run_failures);
-                let interrupted = run.interrupted;
-                runs.push(run);
-                if interrupted {
-                    break;
-                }
-            }
-            Err(failure) => {
-                failures.push(failure);
-                break;
-            }
-        }
-    }
-    failures.extend(runs.iter().flat_map(failures_of));
-    let mut report = Report {
-        settings: Settings::new(&opts),
-        redis,
-        comparison: Comparison::of(&runs),
-        ok: failures.is_empty(),
-        failures,
-        runs,
-    };
-    if let Some(path) = &opts.plot {
-        match plot::draw(path, &report) {
-            Ok(()) => {
-                let what = if report.runs.iter().any(|r| r.redis.is_some()) {
-                    "Redis commands/s and latencies"
-                } else {
-                    "latencies only: no store used Redis"
-                };
-                note(
-                    &opts,
-                    &format!("plot written to {} ({what})", path.display()),
-                );
-            }
-            Err(error) => {
-                report.failures.push(error);
-                report.ok = false;
-            }
-        }
-    }
-    print_report(&opts, &report);
-    for failure in &report.failures {
-        eprintln!("liveness-sim: FAILED: {failure}");
-    }
-    if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+fn count() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..=MAX_COUNT)
+}
+
+/// Whole milliseconds from `min` to [`MAX_MS`]. Zero is meaningful for the remote-positive
+/// ttl alone: ask the remote every time.
+fn millis(min: u64) -> RangedU64ValueParser<u64> {
+    RangedU64ValueParser::new().range(min..=MAX_MS)
+}
+
+/// A URL redis-rs can parse, not yet tried: a typo is a usage error, not a failed run.
+fn redis_url(value: &str) -> Result<String, String> {
+    let parsed = redis::IntoConnectionInfo::into_connection_info(value);
+    parsed.map(|_| value.to_owned()).map_err(|e| e.to_string())
+}
+
+fn seconds(value: &str) -> Result<f64, String> {
+    match value.parse() {
+        // The range also keeps NaN and the infinities out of `Duration::from_secs_f64`.
+        Ok(secs) if (0.001..=3_600.0).contains(&secs) => Ok(secs),
+        _ => Err("expected seconds from 0.001 to 3600".into()),
     }
 }
 
-fn print_report(opts: &Options, report: &Report) {
-    if opts.json {
-        print!("{}", json::render(report));
-    } else if opts.compare {
-        print!("{}", compare::table(report));
-    } else if let Some(run) = report.runs.first() {
-        print!("{}", report::table(report, run));
-        print!("{}", report::verdict_line(report));
+fn percent(value: &str) -> Result<f64, String> {
+    match value.trim_end_matches('%').parse() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err("expected a percentage from 0 to 100".into()),
     }
 }
 
-/// One store's run: open it, drive it, count what Redis received, clean up after it.
-async fn run_one(
-    opts: &Options,
-    backend: Backend,
-    redis_url: Option<&str>,
-    stats: Option<&StatsConnection>,
-    started_by_sim: bool,
-    progress: Progress,
-    step: &str,
-) -> Result<(RunSummary, Vec<String>), String> {
-    if let (Some(stats), true) = (stats, started_by_sim) {
-        // Every store starts on an empty Redis of its own; never done to a Redis we were given.
-        stats.flushall().await?;
+/// plotters' SVG backend alone draws the plot, so the file must say it is an SVG.
+fn svg_path(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    match (path.file_stem(), path.extension()) {
+        (Some(_), Some(ext)) if ext.eq_ignore_ascii_case("svg") => Ok(path),
+        _ => Err("expected a file name ending in .svg (the plot is an SVG)".into()),
     }
-    let opened = stores::open(backend, opts, redis_url).await?;
-    note(
-        opts,
-        &format!(
-            "{step}{} runtimes on {} ({}) for {} (Ctrl-C stops early)...",
-            thousands(opts.runtimes as u64),
-            store_name(backend),
-            backend,
-            fmt_duration(opts.duration)
-        ),
-    );
-    let sampler = match stats {
-        Some(stats) => match Sampler::start(stats).await {
-            Ok(sampler) => Some(sampler),
-            Err(error) => {
-                note(opts, &format!("cannot count Redis commands: {error}"));
-                None
-            }
-        },
-        None => None,
-    };
-    let bar = progress.bar(store_name(backend), opts.duration);
-    let mut outcome = simulate(opened.store, opts.clone(), bar.clone()).await;
-    bar.finish_and_clear();
-    let counted: Option<Counted> = match sampler {
-        Some(sampler) => match sampler.finish().await {
-            Ok(counted) => Some(counted),
-            Err(error) => {
-                note(opts, &format!("cannot count Redis commands: {error}"));
-                None
-            }
-        },
-        None => None,
-    };
-    let failures = std::mem::take(&mut outcome.failures);
-    let summary = summarize(backend, outcome, counted);
-    // The store is gone with the outcome; its records expire by themselves, its epoch would not.
-    if let (Some(stats), Some(key)) = (stats, opened.epoch_key)
-        && let Err(error) = stats.delete(&key).await
-    {
-        note(opts, &format!("cannot delete the epoch record: {error}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        parse_from(std::iter::once("liveness-sim").chain(args.iter().copied()))
     }
-    Ok((summary, failures))
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_reference_scaled_down() {
+        let args = parse(&[]).unwrap();
+        let scaled_up = |ms| Duration::from_millis(ms) * TIME_SCALE;
+        assert_eq!(scaled_up(args.beat_ms), Duration::from_secs(15));
+        assert_eq!(scaled_up(args.ttl_ms), Duration::from_secs(90));
+        assert_eq!(scaled_up(args.debounce_ms), Duration::from_secs(30));
+        assert_eq!(
+            scaled_up(args.remote_positive_ms),
+            liveness_store::DEFAULT_REMOTE_POSITIVE_TTL
+        );
+        assert_eq!(scaled_up(args.sweep_ms), Duration::from_secs(30));
+        assert_eq!(args.stores(), [Store::Memory]);
+        assert!(!args.needs_redis(), "the default run needs no Redis");
+        assert!(!args.compare && !args.json && !args.quiet && args.plot.is_none());
+    }
+
+    #[test]
+    fn options_parse_in_both_spellings() {
+        let args = parse(&[
+            "--runtimes=2000",
+            "--backend",
+            "noop",
+            "--silent-percent=5%",
+        ]);
+        let args = args.unwrap();
+        assert_eq!((args.runtimes, args.backend), (2_000, Store::Noop));
+        assert_eq!(args.silent_percent, 5.0);
+        let compare = parse(&["--compare", "--json", "--plot", "/tmp/x.SVG", "--quiet"]).unwrap();
+        assert_eq!(compare.stores(), [Store::Redis, Store::Layered]);
+        assert!(compare.needs_redis() && compare.json && compare.quiet && compare.plot.is_some());
+        let layered = parse(&[
+            "--backend=layered",
+            "--redis-url=redis://x/",
+            "--remote-positive-ms=0",
+        ]);
+        let layered = layered.unwrap();
+        assert!(layered.needs_redis() && layered.remote_positive_ms == 0);
+    }
+
+    #[test]
+    fn bad_values_and_misuse_exit_2_with_a_reason() {
+        for (bad, says) in [
+            (&["--runtimes"][..], "value is required"),
+            (&["--runtimes", "0"], "0 is not in 1..=1000000"),
+            (&["--batch", "1000001"], "not in 1..=1000000"),
+            (&["--duration-secs", "NaN"], "seconds from"),
+            (&["--ttl-ms=-5"], "invalid value '-5'"),
+            (&["--beat-ms", "0"], "0 is not in 1..=3600000"),
+            (&["--silent-percent", "100.5"], "percentage"),
+            (&["--backend", "cluster"], "invalid value"),
+            (&["--touch", "some"], "invalid value"),
+            (&["--plot", "figures.png"], ".svg"),
+            (&["--plot", ".svg"], ".svg"),
+            (&["--redis-url", "notaurl"], "invalid value"),
+            (&["--compare", "--backend", "memory"], "cannot be used with"),
+            (&["--compare=yes"], "unexpected value"),
+            (&["--redis-url", "redis://x/"], "not to --backend memory"),
+            (&["what"], "unexpected argument"),
+        ] {
+            let error = parse(bad).expect_err(&format!("{bad:?}"));
+            assert_eq!(error.exit_code(), 2, "{bad:?}");
+            assert!(error.to_string().contains(says), "{bad:?}: {error}");
+        }
+        assert_eq!(parse(&["--help"]).unwrap_err().exit_code(), 0);
+    }
 }

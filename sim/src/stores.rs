@@ -1,88 +1,110 @@
-//! The store a run drives, opened as a server would configure it, under the simulator's own
+//! The stores a run drives, opened as a server would configure them, under the simulator's own
 //! key prefix.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use liveness_store::{Backend, LayeredStore, LivenessStore, RedisStore, StoreConfig};
+use clap::ValueEnum;
+use liveness_store::{
+    LayeredStore, LivenessStore, MemoryStore, NoopStore, RedisStore, StoreConfig,
+};
+use serde::Serialize;
 
-use crate::options::Options;
+use crate::Args;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Store {
+    #[default]
+    Memory,
+    Redis,
+    Layered,
+    Noop,
+}
+
+impl Store {
+    /// As on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Redis => "redis",
+            Store::Layered => "layered",
+            Store::Noop => "noop",
+        }
+    }
+
+    /// The type a person would write, for the table and the plot.
+    pub(crate) fn type_name(self) -> &'static str {
+        match self {
+            Store::Memory => "MemoryStore",
+            Store::Redis => "RedisStore",
+            Store::Layered => "LayeredStore",
+            Store::Noop => "NoopStore",
+        }
+    }
+
+    pub(crate) fn uses_redis(self) -> bool {
+        matches!(self, Store::Redis | Store::Layered)
+    }
+}
 
 /// A store ready to drive.
 pub(crate) struct Opened {
     pub(crate) store: Arc<dyn LivenessStore>,
-    /// The epoch record a Redis-backed store created: it has no expiry, so the simulator
-    /// deletes it after the run (the records expire by themselves).
+    /// The epoch record a Redis-backed store created: it has no expiry, so the session deletes
+    /// it after the run (the records expire by themselves).
     pub(crate) epoch_key: Option<Vec<u8>>,
 }
 
-/// The type a person would write, for tables and plots.
-pub(crate) fn store_name(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Noop => "NoopStore",
-        Backend::Memory => "MemoryStore",
-        Backend::Redis => "RedisStore",
-        Backend::Layered => "LayeredStore",
-        _ => "store",
-    }
-}
-
-/// Where the records of `backend` go: never the production prefix, never another run's keys.
-pub(crate) fn key_prefix(backend: Backend) -> String {
-    format!("liveness-sim:{}:{backend}:", std::process::id())
-}
-
-/// Opens `backend`: the plain backends as `liveness_store::open` does, the Redis ones with the
-/// builders, at the simulator's settings (`--debounce-ms`, `--remote-positive-ms`, a recovery
-/// floor of one ttl) and the
-/// operation timeout and recovery floor of the environment when set.
+/// Opens `store`; the Redis-backed ones on `redis_url`, with the simulator's settings and the
+/// operation timeout and recovery floor of `env` when set.
 pub(crate) async fn open(
-    backend: Backend,
-    opts: &Options,
+    store: Store,
+    args: &Args,
+    env: &StoreConfig,
     redis_url: Option<&str>,
 ) -> Result<Opened, String> {
-    let url = match (backend, redis_url) {
-        (Backend::Redis | Backend::Layered, Some(url)) => url,
-        (Backend::Redis | Backend::Layered, None) => {
-            return Err(format!("the {backend} backend needs a Redis URL"));
-        }
-        _ => {
-            let store = liveness_store::open(&StoreConfig::new(backend))
-                .await
-                .map_err(|e| format!("cannot open the {backend} store: {e}"))?;
-            return Ok(Opened {
-                store,
-                epoch_key: None,
-            });
-        }
+    let plain = |store: Arc<dyn LivenessStore>| Opened {
+        store,
+        epoch_key: None,
     };
-    let env = StoreConfig::from_env().map_err(|e| e.to_string())?;
-    let mut builder = RedisStore::builder(url)
-        .key_prefix(&key_prefix(backend))
-        // Invariant 4 wants the largest ttl in use; the production default (90 s) would be the
+    let url = match (store, redis_url) {
+        (Store::Memory, _) => return Ok(plain(Arc::new(MemoryStore::new()))),
+        (Store::Noop, _) => return Ok(plain(Arc::new(NoopStore::new()))),
+        (_, Some(url)) => url,
+        (_, None) => return Err(format!("{} needs a Redis URL", store.type_name())),
+    };
+    let failed = |e: liveness_store::Error| format!("cannot open {}: {e}", store.type_name());
+    let ttl = Duration::from_millis(args.ttl_ms);
+    let mut redis = RedisStore::builder(url)
+        // Never the production prefix, never another run's keys.
+        .key_prefix(&format!(
+            "liveness-sim:{}:{}:",
+            std::process::id(),
+            store.name()
+        ))
+        // Invariant 4 wants the largest ttl in use: the production default (90 s) is the
         // reference's, not the simulator's.
-        .recovery_floor(env.recovery_floor.unwrap_or(opts.ttl));
+        .recovery_floor(env.recovery_floor.unwrap_or(ttl));
     if let Some(timeout) = env.op_timeout {
-        builder = builder.op_timeout(timeout);
+        redis = redis.op_timeout(timeout);
     }
-    let redis = builder
-        .build()
-        .await
-        .map_err(|e| format!("cannot open the {backend} store: {e}"))?;
+    let redis = redis.build().await.map_err(failed)?;
     let epoch_key = Some(redis.epoch_key());
-    let store: Arc<dyn LivenessStore> = if backend == Backend::Layered {
-        let mut layered = LayeredStore::builder(redis)
-            .debounce(opts.debounce)
-            .remote_positive_ttl(opts.remote_positive);
-        if let Some(timeout) = env.op_timeout {
-            layered = layered.op_timeout(timeout);
-        }
-        Arc::new(
-            layered
-                .build()
-                .map_err(|e| format!("cannot build the layered store: {e}"))?,
-        )
-    } else {
-        Arc::new(redis)
-    };
-    Ok(Opened { store, epoch_key })
+    if store == Store::Redis {
+        return Ok(Opened {
+            store: Arc::new(redis),
+            epoch_key,
+        });
+    }
+    let mut layered = LayeredStore::builder(redis)
+        .debounce(Duration::from_millis(args.debounce_ms))
+        .remote_positive_ttl(Duration::from_millis(args.remote_positive_ms));
+    if let Some(timeout) = env.op_timeout {
+        layered = layered.op_timeout(timeout);
+    }
+    Ok(Opened {
+        store: Arc::new(layered.build().map_err(failed)?),
+        epoch_key,
+    })
 }

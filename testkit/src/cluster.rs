@@ -52,10 +52,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::commandstats::base_command;
-use crate::server::{
-    BOOKKEEPING_COMMANDS, RedisServer, free_port, is_executable, start_on_fresh_ports, try_connect,
-};
+use crate::commandstats::{BOOKKEEPING_COMMANDS, base_command};
+use crate::server::{RedisServer, free_port, is_executable, start_on_fresh_ports, try_connect};
 
 /// Environment variable naming the `redis-cli` binary to use instead of the one on `PATH`.
 pub const REDIS_CLI_ENV: &str = "LIVENESS_REDIS_CLI";

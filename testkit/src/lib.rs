@@ -5,8 +5,10 @@
 //!   restart, pause, flush it; count what it received ([`commandstats`]).
 //! - [`cluster::RedisCluster`]: a Redis Cluster of such servers, with reshards and failovers.
 //! - [`proxy::Proxy`]: a loopback TCP proxy that delays, cuts, black-holes or redirects traffic.
-//! - [`workload`]: a beating fleet and the one checker of what a liveness store owes its caller
-//!   under failure: every call bounded, no false "dead".
+//! - [`workload`]: a beating fleet, checked for what a liveness store owes its caller under
+//!   failure: every call bounded, no false "dead".
+//! - [`false_dead`]: the one false-dead checker, for recorded calls ([`workload`]) and live
+//!   ones (the simulator).
 //! - [`logs`]: the crate's log lines captured for assertions.
 //!
 //! It depends on `liveness-store` without features (the trait and the error type only), so that
@@ -14,6 +16,7 @@
 
 pub mod cluster;
 pub mod commandstats;
+pub mod false_dead;
 pub mod logs;
 pub mod proxy;
 mod server;

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::commandstats::{base_command, parse_command_stats};
+use crate::commandstats::{Calls, base_command, is_bookkeeping, parse_command_stats};
 
 /// Environment variable naming the `redis-server` binary to use instead of the one on `PATH`.
 pub const REDIS_SERVER_ENV: &str = "LIVENESS_REDIS_SERVER";
@@ -36,10 +36,6 @@ const RESTART_PORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read/write timeout of connections handed out by [`RedisServer::connection`]:
 /// a paused or wedged server makes a test fail instead of hang.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
-/// Commands the harness itself (or connection set-up by redis-rs) sends; they are
-/// ignored by [`RedisServer::total_calls`].
-pub(crate) const BOOKKEEPING_COMMANDS: [&str; 6] =
-    ["info", "config", "ping", "client", "hello", "select"];
 /// Number of log lines quoted in panic messages.
 const LOG_TAIL_LINES: usize = 30;
 
@@ -52,22 +48,27 @@ const NOT_FOUND_MESSAGE: &str = "redis-server not found: install it with `apt-ge
 /// Panics with an actionable message when neither exists, so a missing
 /// prerequisite reads as such rather than as an obscure spawn error.
 pub fn redis_server_binary() -> PathBuf {
+    find_redis_server().unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// [`redis_server_binary`], or the actionable message when there is none.
+fn find_redis_server() -> Result<PathBuf, String> {
     if let Some(explicit) = std::env::var_os(REDIS_SERVER_ENV).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(explicit);
         if path.is_file() {
-            return path;
+            return Ok(path);
         }
-        panic!(
+        return Err(format!(
             "{NOT_FOUND_MESSAGE} ({REDIS_SERVER_ENV}={} is not a file)",
             path.display()
-        );
+        ));
     }
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|dir| dir.join("redis-server"))
         .find(|candidate| is_executable(candidate))
-        .unwrap_or_else(|| panic!("{NOT_FOUND_MESSAGE}"))
+        .ok_or_else(|| NOT_FOUND_MESSAGE.to_owned())
 }
 
 pub(crate) fn is_executable(path: &Path) -> bool {
@@ -116,6 +117,12 @@ impl RedisServer {
     /// Starts a server with the default arguments only. See [`RedisServer::start_with_args`].
     pub fn start() -> RedisServer {
         Self::start_with_args(&[])
+    }
+
+    /// [`RedisServer::start`] for callers that report failure instead of panicking (the
+    /// simulator): no `redis-server` to run, or none that came up, is an `Err` that says why.
+    pub fn try_start() -> Result<RedisServer, String> {
+        try_start_on_fresh_ports("liveness-redis-", Vec::new)
     }
 
     /// Starts a server, appending `extra` to the default command line
@@ -262,13 +269,13 @@ impl RedisServer {
 
     /// Total calls of all commands since start or the last
     /// [`RedisServer::reset_stats`], ignoring the harness's own bookkeeping and
-    /// connection set-up (`INFO`, `CONFIG`, `PING`, `CLIENT`, `HELLO`, `SELECT`).
+    /// connection set-up ([`crate::commandstats::BOOKKEEPING_COMMANDS`]).
     ///
     /// This makes "the store sent nothing to Redis" assertable as `total_calls() == 0`.
     pub fn total_calls(&self) -> u64 {
         self.command_stats()
             .into_iter()
-            .filter(|(name, _)| !BOOKKEEPING_COMMANDS.contains(&base_command(name)))
+            .filter(|(name, _)| !is_bookkeeping(name))
             .map(|(_, calls)| calls)
             .sum()
     }
@@ -314,7 +321,7 @@ impl RedisServer {
 
     /// `(command name, calls)` pairs from `INFO commandstats`, names lower-case
     /// (subcommands as `parent|sub`).
-    pub(crate) fn command_stats(&self) -> Vec<(String, u64)> {
+    pub(crate) fn command_stats(&self) -> Calls {
         let info: String = self.query(redis::cmd("INFO").arg("commandstats"));
         parse_command_stats(&info)
     }
@@ -335,10 +342,14 @@ impl Drop for RedisServer {
 
 /// An ephemeral loopback port that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
+    try_free_port().unwrap_or_else(|message| panic!("{message}"))
+}
+
+fn try_free_port() -> Result<u16, String> {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+        .map_err(|e| format!("cannot bind an ephemeral port on 127.0.0.1: {e}"))
 }
 
 /// Starts a server in a new temporary directory on a free port, with the arguments
@@ -349,37 +360,46 @@ pub(crate) fn start_on_fresh_ports(
     dir_prefix: &str,
     extra_for_attempt: impl Fn() -> Vec<String>,
 ) -> RedisServer {
-    let binary = redis_server_binary();
+    try_start_on_fresh_ports(dir_prefix, extra_for_attempt)
+        .unwrap_or_else(|message| panic!("{message}"))
+}
+
+/// [`start_on_fresh_ports`], with the reason as an `Err` instead of a panic.
+fn try_start_on_fresh_ports(
+    dir_prefix: &str,
+    extra_for_attempt: impl Fn() -> Vec<String>,
+) -> Result<RedisServer, String> {
+    let binary = find_redis_server()?;
     let dir = tempfile::Builder::new()
         .prefix(dir_prefix)
         .tempdir()
-        .expect("create temporary directory for redis-server");
+        .map_err(|e| format!("cannot create a temporary directory for redis-server: {e}"))?;
     let mut failures = Vec::new();
     for _ in 0..START_ATTEMPTS {
-        let port = free_port();
+        let port = try_free_port()?;
         let extra = extra_for_attempt();
         match launch(&binary, dir.path(), port, &extra) {
             Ok(child) => {
-                return RedisServer {
+                return Ok(RedisServer {
                     child: Some(child),
                     port,
                     extra,
                     binary,
                     dir,
-                };
+                });
             }
-            Err(StartError::Spawn(msg)) => panic!("{msg}"),
+            Err(StartError::Spawn(msg)) => return Err(msg),
             Err(e) => failures.push(format!("port {port}, args {extra:?}: {}", e.describe())),
         }
     }
-    panic!(
+    Err(format!(
         "redis-server failed to start after {START_ATTEMPTS} attempts (binary {}):\n  {}\n\
          --- server output in {} ---\n{}",
         binary.display(),
         failures.join("\n  "),
         dir.path().display(),
         read_log_tail(dir.path()),
-    );
+    ))
 }
 
 /// Spawns `redis-server` on `port` and waits until it answers; on failure the

@@ -201,3 +201,10 @@ fn binary_is_found() {
     let binary = support::redis_server_binary();
     assert!(binary.is_file(), "{}", binary.display());
 }
+
+#[test]
+fn try_start_gives_a_server_that_answers() {
+    let server = RedisServer::try_start().expect("redis-server starts");
+    let pong: String = redis::cmd("PING").query(&mut server.connection()).unwrap();
+    assert_eq!(pong, "PONG");
+}

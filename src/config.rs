@@ -82,8 +82,8 @@ pub const ENV_KEY_PREFIX: &str = "LIVENESS_KEY_PREFIX";
 pub const ENV_OP_TIMEOUT_MS: &str = "LIVENESS_OP_TIMEOUT_MS";
 /// Environment variable holding the layered store's debounce window in milliseconds.
 pub const ENV_DEBOUNCE_MS: &str = "LIVENESS_DEBOUNCE_MS";
-/// Environment variable holding the shortest recovery window after Redis lost its data, in
-/// milliseconds: set it to the largest ttl in use.
+/// Environment variable holding the recovery floor in milliseconds: the largest ttl callers
+/// pass (see `RedisStoreBuilder::recovery_floor`).
 pub const ENV_RECOVERY_FLOOR_MS: &str = "LIVENESS_RECOVERY_FLOOR_MS";
 
 /// The backend to open and its settings; unset settings keep each backend's defaults.
@@ -113,7 +113,7 @@ pub struct StoreConfig {
     pub op_timeout: Option<Duration>,
     /// The layered store's debounce window; `None` keeps 30 s.
     pub debounce: Option<Duration>,
-    /// The shortest recovery window after Redis lost its data; `None` keeps 90 s.
+    /// The recovery floor, the largest ttl callers pass; `None` keeps 90 s.
     pub recovery_floor: Option<Duration>,
 }
 
@@ -161,7 +161,8 @@ impl StoreConfig {
         self
     }
 
-    /// Sets the shortest recovery window after Redis lost its data (the largest ttl in use).
+    /// Sets the recovery floor: the largest ttl callers pass (see
+    /// `RedisStoreBuilder::recovery_floor`).
     #[must_use]
     pub fn with_recovery_floor(mut self, floor: Duration) -> Self {
         self.recovery_floor = Some(floor);
@@ -184,7 +185,7 @@ impl StoreConfig {
     /// | `LIVENESS_KEY_PREFIX` | key prefix | `mul:runtime:hb:` |
     /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
     /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
-    /// | `LIVENESS_RECOVERY_FLOOR_MS` | shortest recovery window after data loss in ms (the largest ttl in use) | `90000` |
+    /// | `LIVENESS_RECOVERY_FLOOR_MS` | the largest ttl callers pass, in ms: after a possible loss "dead" is distrusted for one and a half times this | `90000` |
     ///
     /// Cluster seeds are split only at a comma that a URL scheme follows (`redis://`,
     /// `rediss://`, `valkey://` or `valkeys://`, in any case, spaces allowed), and a trailing

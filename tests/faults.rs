@@ -625,7 +625,10 @@ mod edges {
             let mut seen = batches();
             let mut last = Instant::now();
             while last.elapsed() < Duration::from_millis(20) {
-                assert!(Instant::now() < deadline, "the writer never stopped writing");
+                assert!(
+                    Instant::now() < deadline,
+                    "the writer never stopped writing"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 if batches() != seen {
                     seen = batches();
@@ -654,7 +657,10 @@ mod edges {
                 if detected.is_none() && self.sweeper.data_losses() >= 1 {
                     detected = Some(lost.elapsed());
                 }
-                assert!(Instant::now() < deadline, "{name}: the sweeper never noticed");
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: the sweeper never noticed"
+                );
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             // The writer's every `Ok` since the loss coalesced on the lost write: it made no
@@ -733,7 +739,9 @@ mod edges {
         vip.set_upstream(replica.port());
         vip.cut_all();
         let lost = Instant::now();
-        let detected = fleet.finish("failover to a lagging replica", written, lost).await;
+        let detected = fleet
+            .finish("failover to a lagging replica", written, lost)
+            .await;
         assert!(detected < BEAT, "detected {detected:?} after the failover");
     }
 

@@ -416,7 +416,10 @@ async fn a_write_acknowledged_after_a_forget_covers_nothing() {
     store.remote().writes.arrivals(1).await;
     store.remote().forgets.release_one();
     forgetting.await.unwrap();
-    assert!(!store.remote().inner.is_alive("rt").await.unwrap(), "deleted");
+    assert!(
+        !store.remote().inner.is_alive("rt").await.unwrap(),
+        "deleted"
+    );
     store.remote().writes.open();
     touching.await.unwrap().unwrap();
     // The record is gone: the next touch must write it again, not coalesce.
@@ -495,7 +498,10 @@ async fn a_lookup_from_before_a_forget_does_not_bring_the_runtime_back() {
 async fn a_write_whose_task_died_is_not_joined() {
     let store = gated();
     let ttl = Duration::from_secs(90);
-    store.remote().panic_next_write.store(true, Ordering::SeqCst);
+    store
+        .remote()
+        .panic_next_write
+        .store(true, Ordering::SeqCst);
     assert!(store.touch("rt", ttl).await.is_err(), "its write died");
     let start = tokio::time::Instant::now();
     store.touch("rt", ttl).await.unwrap();
@@ -560,9 +566,15 @@ async fn write_ttls_are_whole_milliseconds_rounded_up() {
     // Covered until exactly then: a touch whose ttl ends there coalesces, one that ends a
     // millisecond later does not.
     tokio::time::advance(Duration::from_secs(30)).await;
-    store.touch("rt", Duration::from_millis(90_001)).await.unwrap();
+    store
+        .touch("rt", Duration::from_millis(90_001))
+        .await
+        .unwrap();
     assert_eq!(store.remote().written_ttls.lock().len(), 1, "coalesced");
-    store.touch("rt", Duration::from_millis(90_002)).await.unwrap();
+    store
+        .touch("rt", Duration::from_millis(90_002))
+        .await
+        .unwrap();
     assert_eq!(store.remote().written_ttls.lock().len(), 2, "written");
 }
 

@@ -128,7 +128,8 @@ impl ClusterStoreBuilder {
         self
     }
 
-    /// The shortest recovery window after a master lost its data; as
+    /// The largest ttl callers pass, which sets the recovery window after a master may have
+    /// lost writes (one and a half times this); as
     /// [`RedisStoreBuilder::recovery_floor`](crate::RedisStoreBuilder::recovery_floor).
     ///
     /// Defaults to 90 s.
@@ -137,8 +138,8 @@ impl ClusterStoreBuilder {
         self
     }
 
-    /// Checks the settings, connects to the cluster, reads its slot map and each master's
-    /// epoch record.
+    /// Checks the settings, connects to the cluster, reads its slot map and every slot's epoch
+    /// record, and loads the store's marker into every master.
     ///
     /// # Errors
     ///

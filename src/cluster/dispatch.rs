@@ -96,7 +96,8 @@ impl ClusterStore {
                 marker,
             } = group;
             let mut connection = self.connection.get();
-            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(route_slot, SlotAddr::Master));
+            let route =
+                SingleNodeRoutingInfo::SpecificNode(Route::new(route_slot, SlotAddr::Master));
             async move {
                 let reply = connection
                     .route_pipeline(pipeline, 0, commands, route)

@@ -102,12 +102,7 @@ impl LossWatch {
         master: &str,
         pipeline: &mut Pipeline,
     ) -> Option<MarkerCheck> {
-        let incarnation = Arc::clone(
-            self.masters
-                .lock()
-                .entry(master.into())
-                .or_insert_with(Arc::default),
-        );
+        let incarnation = Arc::clone(self.masters.lock().entry(master.into()).or_default());
         let check = incarnation.add_check(&self.marker, pipeline)?;
         Some(MarkerCheck {
             master: incarnation,

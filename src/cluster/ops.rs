@@ -22,7 +22,11 @@ pub(super) fn set_command(key: &[u8], ttl: Duration, now_ms: u64) -> Cmd {
 }
 
 /// Reads one lookup command's reply into `alive`: `Ok(false)` for a redirect.
-fn read_lookup(part: &Part, reply: &Value, alive: &mut [bool]) -> std::result::Result<bool, RedisError> {
+fn read_lookup(
+    part: &Part,
+    reply: &Value,
+    alive: &mut [bool],
+) -> std::result::Result<bool, RedisError> {
     let values = match reply {
         Value::Array(values) if values.len() == part.positions.len() => values.as_slice(),
         Value::Nil | Value::BulkString(_) | Value::SimpleString(_) if part.positions.len() == 1 => {
@@ -255,8 +259,10 @@ impl ClusterStore {
         tokio::spawn(async move {
             let sends = groups.into_iter().map(|group| {
                 let mut connection = connection.clone();
-                let route =
-                    SingleNodeRoutingInfo::SpecificNode(Route::new(group.route_slot, SlotAddr::Master));
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(
+                    group.route_slot,
+                    SlotAddr::Master,
+                ));
                 let parts = group.parts;
                 async move {
                     // Best effort: a record still missing is created after the next read.

@@ -62,7 +62,9 @@ impl Topology {
     pub(super) fn one_slot_each(&self) -> Vec<(u16, &str)> {
         let mut first: Vec<Option<u16>> = vec![None; self.masters.len()];
         for (slot, &master) in self.owner.iter().enumerate() {
-            if let (Some(seen @ None), Ok(slot)) = (first.get_mut(usize::from(master)), u16::try_from(slot)) {
+            if let (Some(seen @ None), Ok(slot)) =
+                (first.get_mut(usize::from(master)), u16::try_from(slot))
+            {
                 *seen = Some(slot);
             }
         }

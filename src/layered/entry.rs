@@ -322,7 +322,10 @@ mod tests {
             whole_millis(Duration::from_nanos(90_000_000_001)),
             Duration::from_millis(90_001)
         );
-        assert_eq!(whole_millis(Duration::from_secs(120)), Duration::from_secs(120));
+        assert_eq!(
+            whole_millis(Duration::from_secs(120)),
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

@@ -429,8 +429,8 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         };
         let cache_until = now.saturating_add(nanos(shared.settings.remote_positive_ttl));
         // Not while a forget ran: the lookup may have read a record its `DEL` then removed.
-        let cache_positives = !shared.settings.remote_positive_ttl.is_zero()
-            && shared.forgets.none_since(forgets);
+        let cache_positives =
+            !shared.settings.remote_positive_ttl.is_zero() && shared.forgets.none_since(forgets);
         for (index, alive) in misses.into_iter().zip(remote) {
             if !alive {
                 continue; // Negatives are never cached: a new beat must show at once.

@@ -76,7 +76,10 @@ impl WriteQueue {
                 let end = jobs.len().min(self.max_batch);
                 jobs.drain(..end).collect()
             };
-            batch = taken.into_iter().filter_map(|job| job.unless_abandoned(now)).collect();
+            batch = taken
+                .into_iter()
+                .filter_map(|job| job.unless_abandoned(now))
+                .collect();
         }
         batch
     }

@@ -86,7 +86,9 @@ impl LossWatch {
         load.add_command(self.marker.load_command());
         match connection.handle(timeout).query::<Vec<Value>>(&load).await {
             Ok(replies) => {
-                let _ = replies.first().is_some_and(|reply| self.marker.loaded(reply));
+                let _ = replies
+                    .first()
+                    .is_some_and(|reply| self.marker.loaded(reply));
             }
             Err(error) if server_answered(&error) => tracing::warn!(
                 error = %scrub(&error.to_string(), url),

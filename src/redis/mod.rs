@@ -1,8 +1,8 @@
 //! The Redis backend: one TTL'd key per runtime, shared by every server instance.
 
 mod builder;
-mod loss;
 pub(crate) mod connection;
+mod loss;
 mod tls;
 
 use std::fmt;
@@ -14,8 +14,8 @@ pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
     DEFAULT_POOL_SIZE, RedisStoreBuilder,
 };
-use loss::LossWatch;
 use connection::TrackedManager;
+use loss::LossWatch;
 
 use crate::breaker::Breaker;
 use crate::health::{Health, remote_health};
@@ -202,7 +202,11 @@ impl RedisStore {
     }
 
     /// The call itself, and whether Redis answered it.
-    async fn send_now<T: FromRedisValue>(&self, op: &'static str, pipeline: &Pipeline) -> Attempt<T> {
+    async fn send_now<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipeline: &Pipeline,
+    ) -> Attempt<T> {
         let request = async {
             // Checked out only to clone: the connection is back in the pool, for concurrent
             // calls to pipeline on, before the request is sent.

@@ -213,7 +213,10 @@ mod tests {
         let check = record.add_check(&mut redis::pipe());
         assert_eq!(record.observe(check, &Value::Nil), Observation::Lost);
         let check = record.add_check(&mut redis::pipe());
-        assert_eq!(record.observe(check, &Value::Nil), Observation::StillMissing);
+        assert_eq!(
+            record.observe(check, &Value::Nil),
+            Observation::StillMissing
+        );
     }
 
     #[test]

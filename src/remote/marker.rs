@@ -231,7 +231,11 @@ mod tests {
         let marker = marker();
         let server = Incarnation::default();
         let check = server.add_check(&marker, &mut redis::pipe()).unwrap();
-        assert_eq!(server.observe(check, &[Value::Nil]), Seen::Stale, "no answer");
+        assert_eq!(
+            server.observe(check, &[Value::Nil]),
+            Seen::Stale,
+            "no answer"
+        );
         let check = server.add_check(&marker, &mut redis::pipe()).unwrap();
         assert_eq!(server.observe(check, &[exists(false)]), Seen::Replaced);
     }

@@ -123,7 +123,8 @@ mod tests {
 
     #[test]
     fn reads_the_uptime_of_an_info_reply() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nuptime_in_seconds:42\r\nuptime_in_days:0\r\n";
+        let info =
+            "# Server\r\nredis_version:7.0.15\r\nuptime_in_seconds:42\r\nuptime_in_days:0\r\n";
         assert_eq!(uptime(info), Some(Duration::from_secs(42)));
         assert_eq!(uptime("# Server\r\n"), None);
     }

@@ -139,7 +139,9 @@ impl Recovery {
             return;
         }
         let what = match what {
-            Young::Records => "redis's records are younger than the recovery window (a new or emptied redis)",
+            Young::Records => {
+                "redis's records are younger than the recovery window (a new or emptied redis)"
+            }
             Young::Server => "the redis server started less than a recovery window ago",
         };
         tracing::warn!(
@@ -216,7 +218,11 @@ mod tests {
         assert_eq!(recovery.recovering_for(), Some(Duration::from_secs(135)));
         tokio::time::advance(Duration::from_secs(100)).await;
         recovery.lost(Loss::Server);
-        assert_eq!(recovery.losses(), 2, "a second loss in an open window counts");
+        assert_eq!(
+            recovery.losses(),
+            2,
+            "a second loss in an open window counts"
+        );
         assert_eq!(recovery.recovering_for(), Some(Duration::from_secs(135)));
         let started = recovery.status().window.unwrap().start;
         tokio::time::advance(Duration::from_secs(10)).await;

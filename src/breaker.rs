@@ -14,13 +14,6 @@ use crate::health::HealthStatus;
 use crate::validate::MAX_TTL;
 use crate::{Error, Result};
 
-/// Failures in a row that open the breaker.
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
-/// How long the breaker stays open before the first probe.
-pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
-/// The longest cool-down; each failed probe doubles it up to this.
-pub const DEFAULT_BREAKER_MAX_COOLDOWN: Duration = Duration::from_secs(30);
-
 /// The breaker's settings, checked by the owning store's builder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BreakerSettings {
@@ -32,9 +25,9 @@ pub(crate) struct BreakerSettings {
 impl Default for BreakerSettings {
     fn default() -> Self {
         BreakerSettings {
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            cooldown: DEFAULT_BREAKER_COOLDOWN,
-            max_cooldown: DEFAULT_BREAKER_MAX_COOLDOWN,
+            failure_threshold: 5,
+            cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(30),
         }
     }
 }
@@ -296,6 +289,17 @@ mod tests {
     use super::*;
 
     const OP_TIMEOUT: Duration = Duration::from_millis(250);
+    const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+    const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
+    const DEFAULT_BREAKER_MAX_COOLDOWN: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let defaults = BreakerSettings::default();
+        assert_eq!(defaults.failure_threshold, DEFAULT_FAILURE_THRESHOLD);
+        assert_eq!(defaults.cooldown, DEFAULT_BREAKER_COOLDOWN);
+        assert_eq!(defaults.max_cooldown, DEFAULT_BREAKER_MAX_COOLDOWN);
+    }
 
     fn breaker() -> Breaker {
         Breaker::new(BreakerSettings::default(), OP_TIMEOUT, "test".to_owned())

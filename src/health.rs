@@ -61,7 +61,7 @@ impl Health {
 /// The health of a remote backend from its breaker's state and its latest data-loss recovery
 /// window: down while the breaker is open, degraded while it counts failures or the store is
 /// recovering, healthy otherwise.
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "cluster"))]
 pub(crate) fn remote_health(
     breaker: crate::breaker::BreakerStatus,
     recovery: crate::remote::recovery::RecoveryStatus,

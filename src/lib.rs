@@ -63,15 +63,8 @@
 //! 256 bytes or with a NUL byte, and a ttl under 1 ms or over 365 days are an `Err` that
 //! reaches nothing. Otherwise ids are opaque: spaces, CR/LF, `{}`, `*` and unicode all work.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "cluster"))]
 mod breaker;
 #[cfg(feature = "cluster")]
 mod cluster;
@@ -82,7 +75,7 @@ mod health;
 mod instrumented;
 #[cfg(feature = "layered")]
 mod layered;
-#[cfg(any(feature = "redis", feature = "layered"))]
+#[cfg(any(feature = "redis", feature = "cluster", feature = "layered"))]
 mod log_limit;
 #[cfg(feature = "memory")]
 mod memory;
@@ -90,17 +83,13 @@ mod noop;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "cluster"))]
 mod remote;
 mod stats;
 mod store;
+mod urls;
 pub mod validate;
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use breaker::{
-    DEFAULT_BREAKER_COOLDOWN, DEFAULT_BREAKER_MAX_COOLDOWN, DEFAULT_FAILURE_THRESHOLD,
-};
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub use cluster::{ClusterStore, ClusterStoreBuilder};
@@ -113,29 +102,25 @@ pub use health::{Health, HealthStatus};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use instrumented::{Instrumented, METRICS_PUBLISH_INTERVAL};
-#[cfg(all(feature = "layered", feature = "redis"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "layered", feature = "redis"))))]
+#[cfg(all(feature = "layered", any(feature = "redis", feature = "cluster")))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "layered", any(feature = "redis", feature = "cluster"))))
+)]
 pub use layered::ForgetBroadcast;
 #[cfg(feature = "layered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
-pub use layered::{
-    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_MAX_BATCH, DEFAULT_LAYERED_OP_TIMEOUT,
-    DEFAULT_LOCAL_CAPACITY, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL, LayeredStore,
-    LayeredStoreBuilder,
-};
+pub use layered::{LayeredStore, LayeredStoreBuilder};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;
 pub use noop::NoopStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
-    DEFAULT_POOL_SIZE, RedisStore, RedisStoreBuilder,
-};
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use remote::DEFAULT_RECOVERY_FLOOR;
+pub use redis::{RedisStore, RedisStoreBuilder};
+#[cfg(any(feature = "redis", feature = "cluster"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "cluster"))))]
+pub use remote::DEFAULT_KEY_PREFIX;
 pub use stats::StoreStats;
 pub use store::LivenessStore;
 

@@ -1,6 +1,6 @@
 //! Keeping Redis passwords out of `Debug` output, error messages and logs (invariant 7).
 
-use crate::config::split_urls;
+use crate::urls::split_urls;
 
 /// The URL with its password, if any, replaced by `***`.
 ///
@@ -36,7 +36,7 @@ fn password_span(url: &str) -> Option<(usize, usize)> {
 
 /// `message` with every occurrence of a password found in `urls` replaced by `***`, for error
 /// texts from a client library that might quote what it was given.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "cluster")), allow(dead_code))]
 pub(crate) fn scrub(message: &str, urls: &str) -> String {
     let mut clean = message.to_owned();
     for url in split_urls(urls) {

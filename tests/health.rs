@@ -6,14 +6,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use liveness_store::{
-    DEFAULT_FAILURE_THRESHOLD, Error, HealthStatus, LivenessStore, RedisStore, RedisStoreBuilder,
-};
+use liveness_store::{Error, HealthStatus, LivenessStore, RedisStore, RedisStoreBuilder};
 use support::RedisServer;
 use support::logs::LogBuffer;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(200);
 const COOLDOWN: Duration = Duration::from_millis(100);
+/// Failures in a row that open the breaker (the default).
+const FAILURE_THRESHOLD: u32 = 5;
 
 fn builder(server: &RedisServer) -> RedisStoreBuilder {
     support::store_builder(&server.url())
@@ -25,7 +25,7 @@ fn builder(server: &RedisServer) -> RedisStoreBuilder {
 
 /// Calls `touch` until the breaker opens, at most 3× the threshold (each call is bounded).
 async fn fail_until_down(store: &RedisStore) -> usize {
-    for calls in 1..=3 * DEFAULT_FAILURE_THRESHOLD as usize {
+    for calls in 1..=3 * FAILURE_THRESHOLD as usize {
         let _ = store.touch("rt", Duration::from_secs(5)).await;
         if store.health().status == HealthStatus::Down {
             return calls;
@@ -53,7 +53,7 @@ async fn health_goes_degraded_then_down_and_back_to_healthy() {
     let calls = fail_until_down(&store).await;
     assert_eq!(
         calls + 1,
-        DEFAULT_FAILURE_THRESHOLD as usize,
+        FAILURE_THRESHOLD as usize,
         "opens at the threshold"
     );
     let down = store.health();
@@ -95,7 +95,7 @@ async fn error_replies_do_not_open_the_breaker() {
         .unwrap();
     // Below what is already used: every write is refused with OOM from now on.
     server.set_raw(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
-    for _ in 0..3 * DEFAULT_FAILURE_THRESHOLD {
+    for _ in 0..3 * FAILURE_THRESHOLD {
         let refused = store.touch("rt", Duration::from_secs(60)).await;
         assert!(
             matches!(&refused, Err(Error::Backend { source, .. }) if source.to_string().contains("OOM")),
@@ -129,6 +129,18 @@ async fn the_epoch_key_lies_outside_the_id_space() {
         .unwrap();
     store.forget("meta:epoch").await;
     assert!(server.get(&key).is_some());
+}
+
+/// The server's `uptime_in_seconds`.
+fn uptime_seconds(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut server.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("uptime_in_seconds:"))
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap()
 }
 
 /// Polls `store` (bounded by `limit`) until it answers `ids` without `Recovering`.
@@ -175,7 +187,13 @@ async fn a_new_redis_is_trusted_once_its_records_are_a_window_old() {
         built.elapsed() + Duration::from_millis(2) >= window,
         "trusted before the epoch was a window old"
     );
-    // A second instance finds the epoch old enough and trusts it at once.
+    // A second instance finds the epoch old enough, and once the server is too (its uptime is
+    // counted in whole seconds), trusts it at once.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while uptime_seconds(&server) < 1 {
+        assert!(Instant::now() < deadline, "the server's uptime did not move");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let later = builder(&server)
         .recovery_floor(floor)
         .build()

@@ -14,18 +14,18 @@ use liveness_store::ClusterStore;
 #[cfg(feature = "layered")]
 use liveness_store::LayeredStore;
 use liveness_store::{LivenessStore, RedisStore};
-pub use support::RedisServer;
+pub(crate) use support::RedisServer;
 #[cfg(feature = "cluster")]
-pub use support::cluster::RedisCluster;
+pub(crate) use support::cluster::RedisCluster;
 
 /// Runtimes every bench works on.
-pub const RUNTIMES: usize = 100_000;
+pub(crate) const RUNTIMES: usize = 100_000;
 /// The reference deployment's ttl.
-pub const TTL: Duration = Duration::from_secs(90);
+pub(crate) const TTL: Duration = Duration::from_secs(90);
 
 /// A runtime for async benches: multi-threaded (2 workers, this machine's cores), so that the
 /// stores' background tasks and connection drivers run as they do in a server.
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -36,7 +36,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// `RedisStore` as a server would build it, but with a timeout that a busy bench machine does
 /// not trip, and trusting the bench's fresh Redis at once (a zero recovery floor), so that
 /// "dead" answers are answers.
-pub async fn redis_store(server: &RedisServer) -> RedisStore {
+pub(crate) async fn redis_store(server: &RedisServer) -> RedisStore {
     RedisStore::builder(&server.url())
         .op_timeout(Duration::from_secs(5))
         .recovery_floor(Duration::ZERO)
@@ -50,7 +50,7 @@ pub async fn redis_store(server: &RedisServer) -> RedisStore {
 /// than the recovery floor (90 s by default); it holds everything the bench wrote, so a zero
 /// floor trusts it at once.
 #[cfg(feature = "cluster")]
-pub async fn cluster_store(cluster: &RedisCluster) -> ClusterStore {
+pub(crate) async fn cluster_store(cluster: &RedisCluster) -> ClusterStore {
     ClusterStore::builder(cluster.seed_urls())
         .op_timeout(Duration::from_secs(5))
         .recovery_floor(Duration::ZERO)
@@ -61,7 +61,7 @@ pub async fn cluster_store(cluster: &RedisCluster) -> ClusterStore {
 
 /// A layered store over Redis. `debounce` zero writes every touch through.
 #[cfg(feature = "layered")]
-pub async fn layered_store(
+pub(crate) async fn layered_store(
     server: &RedisServer,
     debounce: Duration,
     remote_positive_ttl: Duration,
@@ -75,7 +75,7 @@ pub async fn layered_store(
 }
 
 /// Writes every id through `store`, 1,000 per call.
-pub async fn touch_all(store: &dyn LivenessStore, ids: &[String]) {
+pub(crate) async fn touch_all(store: &dyn LivenessStore, ids: &[String]) {
     for chunk in ids.chunks(1_000) {
         let beats: Vec<(&str, Duration)> = chunk.iter().map(|id| (id.as_str(), TTL)).collect();
         store.touch_many(&beats).await.expect("preload");
@@ -84,20 +84,20 @@ pub async fn touch_all(store: &dyn LivenessStore, ids: &[String]) {
 
 /// Cycles through the ids so every iteration looks up a different runtime, without
 /// allocating: each iteration borrows its id.
-pub struct Ids {
-    pub ids: Vec<String>,
+pub(crate) struct Ids {
+    pub(crate) ids: Vec<String>,
     next: Cell<usize>,
 }
 
 impl Ids {
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         Ids {
             ids: (0..RUNTIMES).map(|i| format!("{prefix}-{i}")).collect(),
             next: Cell::new(0),
         }
     }
 
-    pub fn next(&self) -> &str {
+    pub(crate) fn next(&self) -> &str {
         let next = (self.next.get() + 1) % self.ids.len();
         self.next.set(next);
         &self.ids[next]
@@ -106,13 +106,13 @@ impl Ids {
 
 /// Batches of `size` consecutive ids that together cover the ids once, handed out in turn, so
 /// every iteration asks about different runtimes without allocating.
-pub struct Batches<'a> {
+pub(crate) struct Batches<'a> {
     batches: Vec<Vec<&'a str>>,
     next: Cell<usize>,
 }
 
 impl<'a> Batches<'a> {
-    pub fn new(ids: &'a [String], size: usize) -> Self {
+    pub(crate) fn new(ids: &'a [String], size: usize) -> Self {
         let start = |n: usize| (n * size) % (ids.len() - size + 1);
         Batches {
             batches: (0..ids.len() / size)
@@ -127,7 +127,7 @@ impl<'a> Batches<'a> {
         }
     }
 
-    pub fn next(&self) -> &[&'a str] {
+    pub(crate) fn next(&self) -> &[&'a str] {
         let next = (self.next.get() + 1) % self.batches.len();
         self.next.set(next);
         &self.batches[next]
@@ -137,7 +137,7 @@ impl<'a> Batches<'a> {
 /// Runs `iters` rounds in which each of `tasks` tasks touches its own runtime (round `r`, task
 /// `t`: id `r * tasks + t`, cycling); the time of all rounds. For criterion's `iter_custom`,
 /// one iteration being one touch by every task.
-pub async fn touch_rounds(
+pub(crate) async fn touch_rounds(
     store: Arc<dyn LivenessStore>,
     ids: Arc<Vec<String>>,
     tasks: usize,

@@ -35,31 +35,31 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 /// The store as the server holds it: whatever `open` built, wrapped for metrics.
-pub type Store = Instrumented<Arc<dyn LivenessStore>>;
+pub(crate) type Store = Instrumented<Arc<dyn LivenessStore>>;
 
 /// Every interval and address the server uses; each is a flag or an environment variable.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Where to listen (`--listen`, `HEARTBEAT_LISTEN`). Defaults to `127.0.0.1:8080`.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The SQLite file (`--db`, `HEARTBEAT_DB`). Defaults to `heartbeat.db`.
-    pub db_path: PathBuf,
+    pub(crate) db_path: PathBuf,
     /// The ttl of each touch (`--ttl-ms`, `HEARTBEAT_TTL_MS`). Defaults to 90 s.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// A row whose `last_seen_at` is older than this is refreshed by the next beat even when
     /// the touch succeeded (`--flush-interval-ms`, `HEARTBEAT_FLUSH_INTERVAL_MS`). Defaults to
     /// 60 s. It keeps the database within one flush interval plus one beat of the truth, so
     /// the database alone never calls a beating runtime stale.
-    pub flush_interval: Duration,
+    pub(crate) flush_interval: Duration,
     /// How often the batched writer flushes its queue (`--writer-interval-ms`,
     /// `HEARTBEAT_WRITER_INTERVAL_MS`). Defaults to 30 s.
-    pub writer_interval: Duration,
+    pub(crate) writer_interval: Duration,
     /// How often the sweeper runs (`--sweep-interval-ms`, `HEARTBEAT_SWEEP_INTERVAL_MS`).
     /// Defaults to 30 s.
-    pub sweep_interval: Duration,
+    pub(crate) sweep_interval: Duration,
     /// A row older than this is a candidate for offline (`--stale-window-ms`,
     /// `HEARTBEAT_STALE_WINDOW_MS`). Defaults to 150 s.
-    pub stale_window: Duration,
+    pub(crate) stale_window: Duration,
 }
 
 impl Default for Settings {
@@ -77,7 +77,7 @@ impl Default for Settings {
 }
 
 /// `--help` text.
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 heartbeat_server: an example heartbeat server on SQLite with liveness-store
 
 flags (or environment variables):
@@ -101,7 +101,7 @@ impl Settings {
     /// A message naming the flag or variable when a value is malformed or unknown, or when
     /// the flush interval is not shorter than the stale window (then the database alone would
     /// call beating runtimes stale).
-    pub fn parse(
+    pub(crate) fn parse(
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Settings, String> {
@@ -181,13 +181,13 @@ impl Settings {
 
 /// A row of `agent_runtime`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuntimeRow {
+pub(crate) struct RuntimeRow {
     /// The runtime id.
-    pub id: String,
+    pub(crate) id: String,
     /// `online` or `offline`.
-    pub status: String,
+    pub(crate) status: String,
     /// The last beat the database knows of, in Unix milliseconds.
-    pub last_seen_at: i64,
+    pub(crate) last_seen_at: i64,
 }
 
 /// The database: one SQLite connection behind a mutex. Every call runs on a blocking thread
@@ -292,33 +292,33 @@ struct Queue {
 
 /// Database row writes, by kind.
 #[derive(Debug, Default)]
-pub struct RowWrites {
+pub(crate) struct RowWrites {
     /// Rows written for beats (state transitions at once, refreshes through the writer).
-    pub heartbeat: AtomicU64,
+    pub(crate) heartbeat: AtomicU64,
     /// Rows the sweeper marked offline.
-    pub offline: AtomicU64,
+    pub(crate) offline: AtomicU64,
 }
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SweepReport {
+pub(crate) struct SweepReport {
     /// Online rows older than the stale window.
-    pub stale: usize,
+    pub(crate) stale: usize,
     /// Of those, the ones marked offline.
-    pub flipped: Vec<String>,
+    pub(crate) flipped: Vec<String>,
     /// Whether reaping was skipped because the store is recovering after data loss.
-    pub skipped_recovering: bool,
+    pub(crate) skipped_recovering: bool,
 }
 
 /// The server's state, shared by handlers and background tasks.
-pub struct App {
+pub(crate) struct App {
     settings: Settings,
     store: Arc<Store>,
     db: Arc<Db>,
     queue: Mutex<Queue>,
     /// Database row writes of this app (the `heartbeat_server_db_row_writes_total` metric
     /// counts those of the process).
-    pub row_writes: RowWrites,
+    pub(crate) row_writes: RowWrites,
     prometheus: PrometheusHandle,
 }
 
@@ -333,11 +333,11 @@ impl fmt::Debug for App {
 
 /// A running server; dropping it stops the listener, the writer and the sweeper.
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     /// Where it listens (with the real port when `listen` asked for port 0).
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Its state, for tests.
-    pub app: Arc<App>,
+    pub(crate) app: Arc<App>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -350,7 +350,7 @@ impl Drop for Server {
 }
 
 /// Boxed errors of start-up.
-pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type StartError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Opens the database, binds the listener and starts the server, the writer and the
 /// sweeper. `prometheus` renders `/metrics`; its recorder must be installed before `store`
@@ -359,7 +359,7 @@ pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// # Errors
 ///
 /// The database cannot be opened or the address cannot be bound.
-pub async fn start(
+pub(crate) async fn start(
     settings: Settings,
     store: Store,
     prometheus: PrometheusHandle,
@@ -439,7 +439,7 @@ fn millis(duration: Duration) -> i64 {
 /// How a beat reached the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DbWrite {
+pub(crate) enum DbWrite {
     /// A state transition (never seen, or offline): written before answering.
     Now,
     /// Queued for the batched writer: the touch failed, the store is the noop store, or the
@@ -451,12 +451,12 @@ pub enum DbWrite {
 
 impl App {
     /// The settings it runs with.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// The store, for tests.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
@@ -474,7 +474,7 @@ impl App {
     }
 
     /// One beat of `id` (already validated).
-    pub async fn beat(&self, id: &str) -> Result<DbWrite, ApiError> {
+    pub(crate) async fn beat(&self, id: &str) -> Result<DbWrite, ApiError> {
         // The noop store's `Ok` means nothing was recorded: the database is the only truth.
         let held = self.store.available() && self.store.touch(id, self.settings.ttl).await.is_ok();
         let now = now_ms();
@@ -518,7 +518,7 @@ impl App {
 
     /// The batched writer: every queued beat in one transaction. On a database error the
     /// beats go back to the queue for the next flush.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let beats = {
             let mut queue = self.queue.lock();
             queue.newest.clear();
@@ -563,7 +563,7 @@ impl App {
     /// other `Err` (Redis down, breaker open, timeout) it trusts the database's stale window,
     /// as the reference does: every touch that failed queued a database write, and the queue
     /// was flushed before the select.
-    pub async fn sweep(&self) -> SweepReport {
+    pub(crate) async fn sweep(&self) -> SweepReport {
         self.flush().await;
         let cutoff = now_ms() - millis(self.settings.stale_window);
         let stale = match self.db(move |db| db.stale_online(cutoff)).await {
@@ -632,7 +632,7 @@ impl App {
 
 /// An error answer: a status and a message, as JSON `{"error": "..."}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
 }

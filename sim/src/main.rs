@@ -234,10 +234,7 @@ mod tests {
         assert_eq!(scaled_up(args.beat_ms), Duration::from_secs(15));
         assert_eq!(scaled_up(args.ttl_ms), Duration::from_secs(90));
         assert_eq!(scaled_up(args.debounce_ms), Duration::from_secs(30));
-        assert_eq!(
-            scaled_up(args.remote_positive_ms),
-            liveness_store::DEFAULT_REMOTE_POSITIVE_TTL
-        );
+        assert_eq!(scaled_up(args.remote_positive_ms), Duration::from_secs(1));
         assert_eq!(scaled_up(args.sweep_ms), Duration::from_secs(30));
         assert_eq!(args.stores(), [Store::Memory]);
         assert!(!args.needs_redis(), "the default run needs no Redis");

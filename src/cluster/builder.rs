@@ -10,37 +10,24 @@ use super::ClusterStore;
 use super::connection::Connection;
 use super::loss::LossWatch;
 use super::topology::TopologyCell;
-use crate::breaker::{Breaker, BreakerSettings};
+use crate::breaker::Breaker;
 use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
-use crate::validate::MAX_TTL;
-use crate::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
-    DEFAULT_RECOVERY_FLOOR, Error, Result,
-};
+use crate::remote::settings::RemoteSettings;
+use crate::{Error, Result};
 
 /// Builds a [`ClusterStore`]; see [`ClusterStore::builder`].
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct ClusterStoreBuilder {
     seeds: Vec<String>,
-    key_prefix: String,
-    op_timeout: Duration,
-    connect_timeout: Duration,
-    max_batch: usize,
-    breaker: BreakerSettings,
-    recovery_floor: Duration,
+    settings: RemoteSettings,
 }
 
 impl fmt::Debug for ClusterStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterStoreBuilder")
             .field("seeds", &redacted(&self.seeds))
-            .field("key_prefix", &self.key_prefix)
-            .field("op_timeout", &self.op_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_batch", &self.max_batch)
-            .field("breaker", &self.breaker)
-            .field("recovery_floor", &self.recovery_floor)
+            .field("settings", &self.settings)
             .finish()
     }
 }
@@ -58,12 +45,7 @@ impl ClusterStoreBuilder {
     pub(super) fn new(seeds: Vec<String>) -> Self {
         ClusterStoreBuilder {
             seeds,
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            op_timeout: DEFAULT_OP_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_batch: DEFAULT_MAX_BATCH,
-            breaker: BreakerSettings::default(),
-            recovery_floor: DEFAULT_RECOVERY_FLOOR,
+            settings: RemoteSettings::default(),
         }
     }
 
@@ -72,7 +54,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to `mul:runtime:hb:`, as for `RedisStore`.
     pub fn key_prefix(mut self, prefix: &str) -> Self {
-        prefix.clone_into(&mut self.key_prefix);
+        prefix.clone_into(&mut self.settings.key_prefix);
         self
     }
 
@@ -81,7 +63,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 250 ms.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
-        self.op_timeout = timeout;
+        self.settings.op_timeout = timeout;
         self
     }
 
@@ -90,7 +72,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 1 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.settings.connect_timeout = timeout;
         self
     }
 
@@ -98,7 +80,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 1,000.
     pub fn max_batch(mut self, keys: usize) -> Self {
-        self.max_batch = keys;
+        self.settings.max_batch = keys;
         self
     }
 
@@ -108,7 +90,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 5.
     pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.breaker.failure_threshold = failures;
+        self.settings.breaker.failure_threshold = failures;
         self
     }
 
@@ -116,7 +98,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 1 s.
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
-        self.breaker.cooldown = cooldown;
+        self.settings.breaker.cooldown = cooldown;
         self
     }
 
@@ -124,7 +106,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 30 s.
     pub fn breaker_max_cooldown(mut self, cooldown: Duration) -> Self {
-        self.breaker.max_cooldown = cooldown;
+        self.settings.breaker.max_cooldown = cooldown;
         self
     }
 
@@ -134,7 +116,7 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to 90 s.
     pub fn recovery_floor(mut self, floor: Duration) -> Self {
-        self.recovery_floor = floor;
+        self.settings.recovery_floor = floor;
         self
     }
 
@@ -147,68 +129,60 @@ impl ClusterStoreBuilder {
     /// or [`Error::Backend`] when the cluster cannot be reached, refuses the credentials or
     /// answers like no cluster.
     pub async fn build(self) -> Result<ClusterStore> {
-        self.check_settings()?;
+        if self.seeds.is_empty() || self.seeds.iter().any(|s| s.trim().is_empty()) {
+            return Err(Error::Config(
+                "at least one seed URL is needed, and none may be empty".to_owned(),
+            ));
+        }
+        self.settings.check()?;
+        let RemoteSettings {
+            key_prefix,
+            op_timeout,
+            connect_timeout,
+            max_batch,
+            breaker,
+            recovery_floor,
+        } = self.settings;
         let seeds = self.seeds.join(",");
         let name = redacted(&self.seeds);
         let client = ClusterClientBuilder::new(self.seeds.iter().map(String::as_str))
-            .connection_timeout(self.connect_timeout)
-            .response_timeout(self.op_timeout)
+            .connection_timeout(connect_timeout)
+            .response_timeout(op_timeout)
             // One retry lets redis-rs follow a `MOVED` or `ASK`; the store's deadline bounds it.
             .retries(1)
             .min_retry_wait(10)
-            .max_retry_wait(u64::try_from(self.op_timeout.as_millis() / 4).unwrap_or(u64::MAX))
+            .max_retry_wait(u64::try_from(op_timeout.as_millis() / 4).unwrap_or(u64::MAX))
             .build()
             .map_err(|e| {
                 Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds)))
             })?;
-        let losses = LossWatch::new(
-            self.key_prefix.as_bytes(),
-            self.recovery_floor,
-            name.as_str().into(),
-        );
+        let losses = LossWatch::new(key_prefix.as_bytes(), recovery_floor, name.as_str().into());
         let connect = async {
             let mut connection = client.get_async_connection().await?;
             let topology = TopologyCell::fetch(&mut connection).await?;
             Ok::<_, redis::RedisError>((connection, topology))
         };
         let op = "connect";
-        let (connection, topology) = tokio::time::timeout(self.connect_timeout, connect)
+        let (connection, topology) = tokio::time::timeout(connect_timeout, connect)
             .await
             .map_err(|_| Error::Timeout {
                 op,
-                after: self.connect_timeout,
+                after: connect_timeout,
             })?
             .map_err(|e| Error::backend(op, scrub(&e.to_string(), &seeds)))?;
         let store = ClusterStore {
-            connection: Arc::new(Connection::new(client, connection, self.connect_timeout)),
+            connection: Arc::new(Connection::new(client, connection, connect_timeout)),
             topology: Arc::new(TopologyCell::new(topology)),
             losses: Arc::new(losses),
-            key_prefix: self.key_prefix.into_bytes(),
-            op_timeout: self.op_timeout,
-            max_batch: self.max_batch,
+            key_prefix: key_prefix.into_bytes(),
+            op_timeout,
+            max_batch,
             seeds,
-            breaker: Breaker::new(self.breaker, self.op_timeout, name.clone()),
+            breaker: Breaker::new(breaker, op_timeout, name.clone()),
             name,
             forget_log: LogLimit::new(),
         };
-        store.first_look(self.connect_timeout).await?;
+        store.first_look(connect_timeout).await?;
         Ok(store)
-    }
-
-    fn check_settings(&self) -> Result<()> {
-        let problem = if self.seeds.is_empty() || self.seeds.iter().any(|s| s.trim().is_empty()) {
-            "at least one seed URL is needed, and none may be empty"
-        } else if self.op_timeout.is_zero() || self.op_timeout > MAX_TTL {
-            "op_timeout must be more than zero and at most 365 days"
-        } else if self.connect_timeout.is_zero() || self.connect_timeout > MAX_TTL {
-            "connect_timeout must be more than zero and at most 365 days"
-        } else if self.max_batch == 0 {
-            "max_batch must be at least 1"
-        } else if self.recovery_floor > MAX_TTL {
-            "recovery_floor must not exceed 365 days"
-        } else {
-            return self.breaker.check();
-        };
-        Err(Error::Config(problem.to_owned()))
     }
 }

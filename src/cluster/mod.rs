@@ -28,6 +28,7 @@ use topology::TopologyCell;
 use crate::breaker::Breaker;
 use crate::health::{Health, remote_health};
 use crate::log_limit::LogLimit;
+use crate::remote::settings::record_key;
 use crate::remote::{log_failed_forget, unix_ms};
 use crate::{LivenessStore, Result, validate};
 
@@ -106,10 +107,7 @@ impl ClusterStore {
     /// The Redis key of a runtime's record, as [`RedisStore::key`](crate::RedisStore::key).
     #[must_use]
     pub fn key(&self, runtime_id: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.key_prefix.len() + runtime_id.len());
-        key.extend_from_slice(&self.key_prefix);
-        key.extend_from_slice(runtime_id.as_bytes());
-        key
+        record_key(&self.key_prefix, runtime_id)
     }
 
     /// The keys of the epoch records that detect data loss: `<prefix>`, a NUL byte, `epoch`

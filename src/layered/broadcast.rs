@@ -24,10 +24,10 @@ use tokio::time::Instant;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
-use super::subscriber::AbortOnDrop;
 use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
 use crate::{Error, Result};
+use tokio_util::task::AbortOnDropHandle;
 
 /// The channel's suffix after the key prefix; the NUL keeps it out of the id space, as the
 /// epoch key's does.
@@ -154,7 +154,7 @@ pub(super) struct Link {
     next_url: AtomicUsize,
     publish_log: LogLimit,
     /// Ends the subscriber task when the store is dropped.
-    pub(super) subscriber: OnceLock<AbortOnDrop>,
+    pub(super) subscriber: OnceLock<AbortOnDropHandle<()>>,
 }
 
 /// A publishing connection and the `next_url` count it was opened at.

@@ -4,31 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use moka::future::Cache;
-use moka::notification::RemovalCause;
-
-use super::entry::{Clock, EntryExpiry};
+use super::entry::Clock;
 use super::forgets::Forgets;
-use super::index::Index;
+use super::local::Local;
 use super::writer::WriteQueue;
 use super::{LayeredStore, Settings, Shared};
 use crate::log_limit::LogLimit;
 use crate::stats::Counters;
 use crate::validate::MAX_TTL;
 use crate::{Error, LivenessStore, Result};
-
-/// How long after a remote write the next one of the same runtime waits, at most.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(30);
-/// How long a remote "alive" answer is reused locally.
-pub const DEFAULT_REMOTE_POSITIVE_TTL: Duration = Duration::from_secs(1);
-/// Runtimes the local layer tracks before it evicts the least useful.
-pub const DEFAULT_LOCAL_CAPACITY: u64 = 1_000_000;
-/// How long a touch waits for its remote write, queueing included.
-pub const DEFAULT_LAYERED_OP_TIMEOUT: Duration = Duration::from_millis(250);
-/// Write pipelines in flight at once.
-pub const DEFAULT_PIPELINES_IN_FLIGHT: usize = 2;
-/// Writes one group-commit pipeline carries at most.
-pub const DEFAULT_LAYERED_MAX_BATCH: usize = 1_000;
 
 /// Builds a [`LayeredStore`]; see [`LayeredStore::builder`].
 #[derive(Debug)]
@@ -39,7 +23,7 @@ pub struct LayeredStoreBuilder<R> {
     local_capacity: u64,
     pipelines_in_flight: usize,
     max_batch: usize,
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "cluster"))]
     broadcast: Option<super::ForgetBroadcast>,
 }
 
@@ -48,14 +32,15 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         LayeredStoreBuilder {
             remote,
             settings: Settings {
-                debounce: DEFAULT_DEBOUNCE,
-                remote_positive_ttl: DEFAULT_REMOTE_POSITIVE_TTL,
-                op_timeout: DEFAULT_LAYERED_OP_TIMEOUT,
+                // The reference's sweeper interval.
+                debounce: Duration::from_secs(30),
+                remote_positive_ttl: Duration::from_secs(1),
+                op_timeout: Duration::from_millis(250),
             },
-            local_capacity: DEFAULT_LOCAL_CAPACITY,
-            pipelines_in_flight: DEFAULT_PIPELINES_IN_FLIGHT,
-            max_batch: DEFAULT_LAYERED_MAX_BATCH,
-            #[cfg(feature = "redis")]
+            local_capacity: 1_000_000,
+            pipelines_in_flight: 2,
+            max_batch: 1_000,
+            #[cfg(any(feature = "redis", feature = "cluster"))]
             broadcast: None,
         }
     }
@@ -83,7 +68,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         self
     }
 
-    /// How many runtimes the local layer tracks. Past it moka evicts the least useful ones,
+    /// How many runtimes the local layer tracks. Past it moka evicts entries by its own policy
+    /// (which sees entries created and deadlines moved, not every lookup: those go around it),
     /// which costs a remote write or lookup later, never a wrong answer.
     ///
     /// Defaults to 1,000,000.
@@ -151,8 +137,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
     /// ```
     ///
     /// Defaults to none: nothing is published or subscribed.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[cfg(any(feature = "redis", feature = "cluster"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "cluster"))))]
     pub fn forget_broadcast(mut self, broadcast: super::ForgetBroadcast) -> Self {
         self.broadcast = Some(broadcast);
         self
@@ -178,7 +164,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
         } else if settings.debounce > MAX_TTL || settings.remote_positive_ttl > MAX_TTL {
             "debounce and remote_positive_ttl must not exceed 365 days"
         } else {
-            #[cfg(feature = "redis")]
+            #[cfg(any(feature = "redis", feature = "cluster"))]
             let (broadcast, runtime) = match self.broadcast {
                 None => (None, None),
                 Some(broadcast) => match tokio::runtime::Handle::try_current() {
@@ -193,23 +179,9 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             };
             let clock = Clock::new();
             let losses_seen = AtomicU64::new(self.remote.health().data_losses);
-            let index = Arc::new(Index::new());
-            let unindex = Arc::clone(&index);
-            let local = Cache::builder()
-                .max_capacity(self.local_capacity)
-                .expire_after(EntryExpiry { clock })
-                // An entry leaving moka leaves the index with it (a replaced one stays: its
-                // replacement is indexed by whoever put it there).
-                .eviction_listener(move |runtime_id: Arc<String>, entry, cause| {
-                    if cause != RemovalCause::Replaced {
-                        unindex.remove_if_same(&runtime_id, &entry);
-                    }
-                })
-                .build();
             let shared = Arc::new(Shared {
                 remote: self.remote,
-                local,
-                index,
+                local: Local::new(self.local_capacity, clock),
                 clock,
                 settings,
                 counters: Counters::default(),
@@ -217,10 +189,10 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                 losses_seen,
                 forgets: Forgets::default(),
                 forget_log: LogLimit::new(),
-                #[cfg(feature = "redis")]
+                #[cfg(any(feature = "redis", feature = "cluster"))]
                 broadcast,
             });
-            #[cfg(feature = "redis")]
+            #[cfg(any(feature = "redis", feature = "cluster"))]
             if let Some(runtime) = runtime {
                 super::subscriber::spawn(&runtime, &shared);
             }

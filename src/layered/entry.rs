@@ -247,10 +247,10 @@ impl EntryExpiry {
     }
 }
 
-impl Expiry<String, Arc<LocalEntry>> for EntryExpiry {
+impl Expiry<Arc<str>, Arc<LocalEntry>> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _: &String,
+        _: &Arc<str>,
         entry: &Arc<LocalEntry>,
         _: StdInstant,
     ) -> Option<Duration> {
@@ -259,7 +259,7 @@ impl Expiry<String, Arc<LocalEntry>> for EntryExpiry {
 
     fn expire_after_read(
         &self,
-        _: &String,
+        _: &Arc<str>,
         entry: &Arc<LocalEntry>,
         _: StdInstant,
         current: Option<Duration>,
@@ -281,7 +281,7 @@ impl Expiry<String, Arc<LocalEntry>> for EntryExpiry {
 
     fn expire_after_update(
         &self,
-        _: &String,
+        _: &Arc<str>,
         entry: &Arc<LocalEntry>,
         _: StdInstant,
         _: Option<Duration>,

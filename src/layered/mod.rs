@@ -1,12 +1,12 @@
 //! The layered backend: a local moka layer in front of a remote store.
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "cluster"))]
 mod broadcast;
 mod builder;
 mod entry;
 mod forgets;
-mod index;
-#[cfg(feature = "redis")]
+mod local;
+#[cfg(any(feature = "redis", feature = "cluster"))]
 mod subscriber;
 mod writer;
 
@@ -15,18 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use moka::future::Cache;
-
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "cluster"))]
 pub use broadcast::ForgetBroadcast;
-pub use builder::{
-    DEFAULT_DEBOUNCE, DEFAULT_LAYERED_MAX_BATCH, DEFAULT_LAYERED_OP_TIMEOUT,
-    DEFAULT_LOCAL_CAPACITY, DEFAULT_PIPELINES_IN_FLIGHT, DEFAULT_REMOTE_POSITIVE_TTL,
-    LayeredStoreBuilder,
-};
+pub use builder::LayeredStoreBuilder;
 use entry::{Clock, LocalEntry, Outcome, PendingWrite, WriteState, nanos, whole_millis};
 use forgets::Forgets;
-use index::Index;
+use local::Local;
 use writer::{Job, WriteQueue};
 
 use crate::log_limit::LogLimit;
@@ -85,10 +79,8 @@ pub struct LayeredStore<R> {
 /// The state the store shares with its group-commit tasks.
 struct Shared<R> {
     remote: R,
-    /// Owns the entries: expires them at their deadlines, bounds their number.
-    local: Cache<String, Arc<LocalEntry>>,
-    /// Finds them: every entry `local` holds, at hash-map speed.
-    index: Arc<Index>,
+    /// What this instance knows of each runtime.
+    local: Local,
     clock: Clock,
     settings: Settings,
     counters: Counters,
@@ -100,46 +92,21 @@ struct Shared<R> {
     /// Keeps timed-out forgets from flooding the log (see `log_limit`).
     forget_log: LogLimit,
     /// The forget broadcast, if the builder was given one.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "cluster"))]
     broadcast: Option<broadcast::Link>,
 }
 
 impl<R: LivenessStore> Shared<R> {
     /// The runtime's entry, if this instance has one.
     fn entry(&self, runtime_id: &str) -> Option<Arc<LocalEntry>> {
-        self.index.get(runtime_id)
-    }
-
-    /// The runtime's entry, created alive until `alive_until` if it has none. moka decides
-    /// which entry is the runtime's; the index follows it.
-    async fn entry_or_create(&self, runtime_id: &str, alive_until: u64) -> Arc<LocalEntry> {
-        let entry = self
-            .local
-            .entry_by_ref(runtime_id)
-            .or_insert_with(async { LocalEntry::alive_until(alive_until) })
-            .await
-            .into_value();
-        self.index.insert(runtime_id, Arc::clone(&entry));
-        // If moka dropped or replaced it meanwhile (a forget, an eviction whose listener ran
-        // before the insert above), it must not linger in the index; the next lookup creates
-        // the runtime's entry anew.
-        match self.local.get(runtime_id).await {
-            Some(current) if Arc::ptr_eq(&current, &entry) => {}
-            _ => self.index.remove_if_same(runtime_id, &entry),
-        }
-        entry
+        self.local.get(runtime_id)
     }
 
     /// The local part of a forget: this instance answers "dead" at once (invariant 3), and
-    /// no write queued before it covers anything or is joined (invariant 1). Only the entries
-    /// this drops leave the index: one a concurrent touch creates meanwhile is moka's and the
-    /// index's alike, and stays in both.
+    /// no write queued before it covers anything or is joined (invariant 1).
     async fn drop_local(&self, runtime_id: &str) {
-        let indexed = self.index.get(runtime_id);
-        let held = self.local.remove(runtime_id).await;
-        for entry in [indexed, held].into_iter().flatten() {
+        for entry in self.local.remove(runtime_id).await {
             entry.forget_remote();
-            self.index.remove_if_same(runtime_id, &entry);
         }
     }
 
@@ -195,7 +162,7 @@ impl<R: fmt::Debug> fmt::Debug for LayeredStore<R> {
             .field("remote_positive_ttl", &shared.settings.remote_positive_ttl)
             .field("op_timeout", &shared.settings.op_timeout)
             .field("local_entries", &shared.local.entry_count());
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "cluster"))]
         f.field(
             "forget_broadcast",
             &shared.broadcast.as_ref().map(|link| &link.broadcast),
@@ -232,7 +199,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             Some(entry) => entry,
             // Boxed: this rare path's future is large, and the hot path (a lookup, a coalesced
             // touch) should not carry it.
-            None => Box::pin(shared.entry_or_create(runtime_id, needed)).await,
+            None => Box::pin(shared.local.get_or_create(runtime_id, needed)).await,
         };
         // Invariant 2: this instance answers "alive" at once, whatever the remote does.
         entry.extend_alive(needed);
@@ -241,7 +208,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             // this touch; another lookup makes it count the new one, so that the local layer
             // keeps answering for this runtime while the remote is down. A steady beat whose
             // record covers it leaves the deadlines where they were and skips this.
-            let _ = Box::pin(shared.local.get(runtime_id)).await;
+            Box::pin(shared.local.refresh_expiry(runtime_id)).await;
         }
         // Invariant 1: coalesce only when the record as written outlives this touch's ttl.
         if entry.remote_covers(needed, shared.losses()) {
@@ -388,7 +355,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         // The index in the input of every id memory cannot prove alive.
         let mut misses = Vec::new();
         for (index, id) in runtime_ids.iter().enumerate() {
-            if shared.index.is_alive(id, now) {
+            if shared.local.is_alive(id, now) {
                 answers[index] = true;
             } else {
                 misses.push(index);
@@ -442,7 +409,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
                 // lookup, and its deadlines and pending write must survive.
                 let entry = match shared.entry(id) {
                     Some(entry) => entry,
-                    None => shared.entry_or_create(id, cache_until).await,
+                    None => shared.local.get_or_create(id, cache_until).await,
                 };
                 entry.extend_alive(cache_until);
             }
@@ -480,7 +447,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         }
         // Last, once the record is deleted: an instance that drops the runtime on this message
         // and asks the remote at once must not find the record still there.
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "cluster"))]
         if let Some(link) = &shared.broadcast {
             link.publish(runtime_id, timeout).await;
         }

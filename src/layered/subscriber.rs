@@ -2,7 +2,7 @@
 //! and drops the local entry of every runtime another instance forgot.
 //!
 //! The task holds only a `Weak` to the store's shared state, so it never keeps a dropped store
-//! alive, and the state owns an [`AbortOnDrop`] that ends the task with it, even while the task
+//! alive, and the state owns an `AbortOnDropHandle` that ends the task with it, even while the task
 //! waits on a read that may never return. Any failure (a Redis restart, a failed node, a
 //! connection gone silent) leads to a new connection, to the next URL, after a backoff of
 //! 50 ms doubling to 1 s.
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use redis::aio::{PubSub, PubSubStream};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::Shared;
 use crate::log_limit::LogLimit;
@@ -28,16 +29,6 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEPALIVE: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Aborts a task when dropped.
-#[derive(Debug)]
-pub(super) struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Starts the subscriber of the store whose state is `shared` on `runtime`; it ends when the
 /// state is dropped.
 pub(super) fn spawn<R: LivenessStore + 'static>(
@@ -48,7 +39,7 @@ pub(super) fn spawn<R: LivenessStore + 'static>(
         return;
     };
     let task = runtime.spawn(run(Arc::downgrade(shared)));
-    let _ = link.subscriber.set(AbortOnDrop(task.abort_handle()));
+    let _ = link.subscriber.set(AbortOnDropHandle::new(task));
 }
 
 /// Why a subscription ended.

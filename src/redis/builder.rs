@@ -7,35 +7,18 @@ use super::RedisStore;
 use super::connection::TrackedManager;
 use super::loss::LossWatch;
 use super::tls::{self, TlsSettings};
-use crate::breaker::{Breaker, BreakerSettings};
+use crate::breaker::Breaker;
 use crate::log_limit::LogLimit;
 use crate::redact::redact_url;
-use crate::remote::DEFAULT_RECOVERY_FLOOR;
-use crate::validate::MAX_TTL;
+use crate::remote::settings::RemoteSettings;
 use crate::{Error, Result};
-
-/// The key prefix of the reference Go store, so both can share one Redis.
-pub const DEFAULT_KEY_PREFIX: &str = "mul:runtime:hb:";
-/// How long one call may wait on Redis, pool checkout included.
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long opening one connection may take.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Connections in the pool; each pipelines the requests of every concurrent call.
-pub const DEFAULT_POOL_SIZE: u32 = 8;
-/// Keys per `MGET`, so that a huge batch never becomes one giant command.
-pub const DEFAULT_MAX_BATCH: usize = 1_000;
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
 #[must_use = "a builder does nothing until `build` is awaited"]
 pub struct RedisStoreBuilder {
     url: String,
-    key_prefix: String,
+    settings: RemoteSettings,
     pool_size: u32,
-    op_timeout: Duration,
-    connect_timeout: Duration,
-    max_batch: usize,
-    breaker: BreakerSettings,
-    recovery_floor: Duration,
     /// Set in `tls.rs`, with the rest of the TLS plumbing.
     pub(super) tls: TlsSettings,
 }
@@ -45,13 +28,8 @@ impl fmt::Debug for RedisStoreBuilder {
         f.debug_struct("RedisStoreBuilder")
             .field("url", &redact_url(&self.url))
             .field("tls", &self.tls)
-            .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
-            .field("op_timeout", &self.op_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_batch", &self.max_batch)
-            .field("breaker", &self.breaker)
-            .field("recovery_floor", &self.recovery_floor)
+            .field("settings", &self.settings)
             .finish()
     }
 }
@@ -60,13 +38,8 @@ impl RedisStoreBuilder {
     pub(super) fn new(url: &str) -> Self {
         RedisStoreBuilder {
             url: url.to_owned(),
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
-            op_timeout: DEFAULT_OP_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_batch: DEFAULT_MAX_BATCH,
-            breaker: BreakerSettings::default(),
-            recovery_floor: DEFAULT_RECOVERY_FLOOR,
+            settings: RemoteSettings::default(),
+            pool_size: 8,
             tls: TlsSettings::default(),
         }
     }
@@ -76,7 +49,7 @@ impl RedisStoreBuilder {
     /// Defaults to `mul:runtime:hb:`, the reference store's, so that records written by either
     /// are read by both.
     pub fn key_prefix(mut self, prefix: &str) -> Self {
-        prefix.clone_into(&mut self.key_prefix);
+        prefix.clone_into(&mut self.settings.key_prefix);
         self
     }
 
@@ -95,7 +68,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 250 ms.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
-        self.op_timeout = timeout;
+        self.settings.op_timeout = timeout;
         self
     }
 
@@ -104,7 +77,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 1 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.settings.connect_timeout = timeout;
         self
     }
 
@@ -113,7 +86,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 1,000.
     pub fn max_batch(mut self, keys: usize) -> Self {
-        self.max_batch = keys;
+        self.settings.max_batch = keys;
         self
     }
 
@@ -123,7 +96,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 5.
     pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.breaker.failure_threshold = failures;
+        self.settings.breaker.failure_threshold = failures;
         self
     }
 
@@ -133,7 +106,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 1 s.
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
-        self.breaker.cooldown = cooldown;
+        self.settings.breaker.cooldown = cooldown;
         self
     }
 
@@ -141,7 +114,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 30 s.
     pub fn breaker_max_cooldown(mut self, cooldown: Duration) -> Self {
-        self.breaker.max_cooldown = cooldown;
+        self.settings.breaker.max_cooldown = cooldown;
         self
     }
 
@@ -158,7 +131,7 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to 90 s (the reference deployment's ttl): a window of 135 s.
     pub fn recovery_floor(mut self, floor: Duration) -> Self {
-        self.recovery_floor = floor;
+        self.settings.recovery_floor = floor;
         self
     }
 
@@ -170,48 +143,42 @@ impl RedisStoreBuilder {
     /// [`Error::Config`] for invalid settings or a malformed URL, [`Error::Timeout`] or
     /// [`Error::Backend`] when Redis cannot be reached or refuses the credentials.
     pub async fn build(self) -> Result<RedisStore> {
-        self.check_settings()?;
+        if self.pool_size == 0 {
+            return Err(Error::Config("pool_size must be at least 1".to_owned()));
+        }
+        self.settings.check()?;
+        let RemoteSettings {
+            key_prefix,
+            op_timeout,
+            connect_timeout,
+            max_batch,
+            breaker,
+            recovery_floor,
+        } = self.settings;
         let manager = tls::connection_manager(&self.url, &self.tls)?;
         let pool = bb8::Pool::builder()
             .max_size(self.pool_size)
             // The check on checkout is the manager's broken flag, not a PING (which would halve
             // throughput).
             .test_on_check_out(true)
-            .connection_timeout(self.op_timeout)
+            .connection_timeout(op_timeout)
             // A failed connection is not retried behind the caller's back until the checkout
             // times out; the next checkout tries again.
             .retry_connection(false)
-            .build_unchecked(TrackedManager::new(manager, self.connect_timeout));
+            .build_unchecked(TrackedManager::new(manager, connect_timeout));
         let name = redact_url(&self.url);
-        let key_prefix = self.key_prefix.into_bytes();
+        let key_prefix = key_prefix.into_bytes();
         let store = RedisStore {
-            losses: LossWatch::new(&key_prefix, self.recovery_floor, name.as_str().into()),
-            breaker: Breaker::new(self.breaker, self.op_timeout, name),
+            losses: LossWatch::new(&key_prefix, recovery_floor, name.as_str().into()),
+            breaker: Breaker::new(breaker, op_timeout, name),
             pool,
             key_prefix,
-            op_timeout: self.op_timeout,
-            max_batch: self.max_batch,
+            op_timeout,
+            max_batch,
             url: self.url,
             forget_log: LogLimit::new(),
         };
-        store.first_connection(self.connect_timeout).await?;
+        store.first_connection(connect_timeout).await?;
         Ok(store)
-    }
-
-    fn check_settings(&self) -> Result<()> {
-        let problem = if self.pool_size == 0 {
-            "pool_size must be at least 1"
-        } else if self.op_timeout.is_zero() || self.op_timeout > MAX_TTL {
-            "op_timeout must be more than zero and at most 365 days"
-        } else if self.connect_timeout.is_zero() || self.connect_timeout > MAX_TTL {
-            "connect_timeout must be more than zero and at most 365 days"
-        } else if self.max_batch == 0 {
-            "max_batch must be at least 1"
-        } else if self.recovery_floor > MAX_TTL {
-            "recovery_floor must not exceed 365 days"
-        } else {
-            return self.breaker.check();
-        };
-        Err(Error::Config(problem.to_owned()))
     }
 }

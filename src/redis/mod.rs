@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, Pipeline, RedisError, Value};
 
-pub use builder::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_MAX_BATCH, DEFAULT_OP_TIMEOUT,
-    DEFAULT_POOL_SIZE, RedisStoreBuilder,
-};
+pub use builder::RedisStoreBuilder;
 use connection::TrackedManager;
 use loss::LossWatch;
 
@@ -21,6 +18,7 @@ use crate::breaker::Breaker;
 use crate::health::{Health, remote_health};
 use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
+use crate::remote::settings::record_key;
 use crate::remote::{Attempt, log_failed_forget, px, server_answered, unix_ms};
 use crate::{Error, LivenessStore, Result, validate};
 
@@ -101,10 +99,7 @@ impl RedisStore {
     /// The Redis key of a runtime's record.
     #[must_use]
     pub fn key(&self, runtime_id: &str) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.key_prefix.len() + runtime_id.len());
-        key.extend_from_slice(&self.key_prefix);
-        key.extend_from_slice(runtime_id.as_bytes());
-        key
+        record_key(&self.key_prefix, runtime_id)
     }
 
     /// The key of the epoch record that detects data loss: `<prefix>`, a NUL byte, `epoch`.

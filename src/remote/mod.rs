@@ -18,12 +18,13 @@
 pub(crate) mod epoch;
 pub(crate) mod marker;
 pub(crate) mod recovery;
+pub(crate) mod settings;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{ErrorKind, RedisError};
 
-pub use recovery::DEFAULT_RECOVERY_FLOOR;
+pub use settings::DEFAULT_KEY_PREFIX;
 
 use crate::log_limit::LogLimit;
 use crate::{Error, Result};

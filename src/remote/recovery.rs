@@ -25,10 +25,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// The shortest recovery floor by default: the reference deployment's ttl. Set it to the largest
-/// ttl callers pass.
-pub const DEFAULT_RECOVERY_FLOOR: Duration = Duration::from_secs(90);
-
 /// A stretch of time during which "dead" answers are distrusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {

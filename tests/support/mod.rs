@@ -1,7 +1,7 @@
 //! What the integration tests share: the test kit, and the store builder they all start from.
 #![allow(dead_code, unused_imports)] // Not every test uses every helper.
 
-pub use testkit::*;
+pub(crate) use testkit::*;
 
 /// A `RedisStore` builder for a test's own, fresh Redis.
 ///
@@ -9,6 +9,6 @@ pub use testkit::*;
 /// by default): a new or emptied Redis may lack the records of live runtimes. A test's Redis
 /// holds everything the test wrote, so a zero floor trusts it at once.
 #[cfg(feature = "redis")]
-pub fn store_builder(url: &str) -> liveness_store::RedisStoreBuilder {
+pub(crate) fn store_builder(url: &str) -> liveness_store::RedisStoreBuilder {
     liveness_store::RedisStore::builder(url).recovery_floor(std::time::Duration::ZERO)
 }

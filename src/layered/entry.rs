@@ -164,12 +164,13 @@ impl LocalEntry {
     // Relaxed is enough: each field is one word read on its own; no other memory is
     // published through it.
 
-    pub(super) fn is_alive(&self, now: u64) -> bool {
-        self.alive_until.load(Ordering::Relaxed) > now
-    }
-
+    /// Extends the deadline; `Local::extend_alive` does it, with the index's copy.
     pub(super) fn extend_alive(&self, until: u64) {
         self.alive_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    pub(super) fn alive_until_now(&self) -> u64 {
+        self.alive_until.load(Ordering::Relaxed)
     }
 
     /// Whether the record this instance wrote lapses no earlier than `until`, and was written

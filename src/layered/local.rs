@@ -7,8 +7,11 @@
 //!   past the capacity. Its lookups, though, cost several times a hash-map read (its concurrent
 //!   table, access queue and read log), and the hot paths are nothing but lookups: a coalesced
 //!   touch is one, a batch is one per id.
-//! - **the index finds them**: a sharded `RwLock<HashMap>` of the same entries, under the same
-//!   key allocation (an `Arc<str>` shared with moka, so an id is stored once).
+//! - **the index finds them**: a sharded table of the same entries, under the same key
+//!   allocation (an `Arc<str>` shared with moka, so an id is stored once). A lookup should cost
+//!   one cache miss: each id is hashed once (for its shard and its slot), and a slot holds what
+//!   a batch reads, the runtime's deadline and, for ids up to 31 bytes, the id itself, in one
+//!   64-byte line; it follows no pointer unless the id is longer.
 //!
 //! The rule: an entry is in the index exactly while moka holds it. It goes into moka first and
 //! then into the index, and is taken out again if moka let go of it meanwhile; it leaves the
@@ -18,9 +21,12 @@
 //! other: answers are right all the same, because they come from an entry's own deadlines,
 //! never from its presence; a missing entry only costs a remote call.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use parking_lot::RwLock;
@@ -31,7 +37,8 @@ use super::entry::{Clock, EntryExpiry, LocalEntry};
 /// runtimes.
 const SHARDS: usize = 64;
 
-type Shard = RwLock<HashMap<Arc<str>, Arc<LocalEntry>>>;
+/// Ids up to this long are kept in their slot too.
+const INLINE: usize = 31;
 
 /// The index and moka, in step.
 pub(super) struct Local {
@@ -41,15 +48,57 @@ pub(super) struct Local {
 
 /// The entries moka holds, by id.
 struct Index {
-    shards: Box<[Shard]>,
+    shards: Box<[RwLock<HashTable<Slot>>]>,
+    /// One hash per id, for its shard and its place in the shard: fast, and seeded per store,
+    /// so that no choice of ids piles into one place.
+    hasher: RandomState,
+}
+
+/// One runtime in the index.
+#[repr(align(64))]
+struct Slot {
+    /// The runtime's deadline as its entry holds it, kept here too so that a lookup reads it
+    /// without following `entry`; every change to it goes through `Local`.
+    alive_until: AtomicU64,
+    entry: Arc<LocalEntry>,
+    key: Arc<str>,
+    /// The id's bytes when it has at most `INLINE`; `inline_len` is 0 otherwise (ids are never
+    /// empty).
+    inline_len: u8,
+    inline: [u8; INLINE],
+}
+
+impl Slot {
+    fn new(key: Arc<str>, entry: Arc<LocalEntry>) -> Slot {
+        let mut inline = [0; INLINE];
+        let bytes = key.as_bytes();
+        let inline_len = if bytes.len() <= INLINE {
+            inline[..bytes.len()].copy_from_slice(bytes);
+            u8::try_from(bytes.len()).unwrap_or(0)
+        } else {
+            0
+        };
+        Slot {
+            alive_until: AtomicU64::new(entry.alive_until_now()),
+            entry,
+            key,
+            inline_len,
+            inline,
+        }
+    }
+
+    fn is(&self, runtime_id: &str) -> bool {
+        match usize::from(self.inline_len) {
+            0 => &*self.key == runtime_id,
+            len => &self.inline[..len] == runtime_id.as_bytes(),
+        }
+    }
 }
 
 impl Local {
     /// A layer of at most `capacity` runtimes, whose entries expire on `clock`'s time.
     pub(super) fn new(capacity: u64, clock: Clock) -> Local {
-        let index = Arc::new(Index {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-        });
+        let index = Arc::new(Index::new());
         let unindex = Arc::clone(&index);
         let cache = Cache::builder()
             .max_capacity(capacity)
@@ -67,17 +116,27 @@ impl Local {
 
     /// The runtime's entry, if this instance has one.
     pub(super) fn get(&self, runtime_id: &str) -> Option<Arc<LocalEntry>> {
-        self.index.shard(runtime_id).read().get(runtime_id).cloned()
+        self.index.read(runtime_id, |slot| Arc::clone(&slot.entry))
     }
 
-    /// Whether the runtime's entry says it is alive at `now`, without taking a reference to
-    /// it: a batch asks this for every id.
+    /// Whether the runtime's entry says it is alive at `now`, from the index alone: a batch
+    /// asks this for every id.
     pub(super) fn is_alive(&self, runtime_id: &str, now: u64) -> bool {
         self.index
-            .shard(runtime_id)
-            .read()
-            .get(runtime_id)
-            .is_some_and(|entry| entry.is_alive(now))
+            .read(runtime_id, |slot| slot.alive_until.load(Ordering::Relaxed) > now)
+            .unwrap_or(false)
+    }
+
+    /// The runtime is alive until `until` at least (a touch, a remote "alive"): its entry and
+    /// its slot say so.
+    pub(super) fn extend_alive(&self, runtime_id: &str, entry: &LocalEntry, until: u64) {
+        entry.extend_alive(until);
+        let _ = self.index.read(runtime_id, |slot| {
+            // Only the slot of this very entry: a newer one has its own deadline.
+            if std::ptr::eq(Arc::as_ptr(&slot.entry), entry) {
+                slot.alive_until.fetch_max(until, Ordering::Relaxed);
+            }
+        });
     }
 
     /// The runtime's entry, created alive until `alive_until` if it has none. moka decides
@@ -136,39 +195,49 @@ impl Local {
 }
 
 impl Index {
-    fn shard(&self, runtime_id: &str) -> &Shard {
-        &self.shards[shard_of(runtime_id.as_bytes())]
+    fn new() -> Index {
+        Index {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::default(),
+        }
+    }
+
+    /// The id's hash and its shard (the hash's top bits; the table uses the low ones).
+    fn place(&self, runtime_id: &str) -> (u64, &RwLock<HashTable<Slot>>) {
+        let hash = self.hasher.hash_one(runtime_id);
+        (hash, &self.shards[(hash >> 58) as usize % SHARDS])
+    }
+
+    /// `read` of the runtime's slot, if it has one, under the shard's read lock.
+    fn read<T>(&self, runtime_id: &str, read: impl FnOnce(&Slot) -> T) -> Option<T> {
+        let (hash, shard) = self.place(runtime_id);
+        shard.read().find(hash, |slot| slot.is(runtime_id)).map(read)
     }
 
     /// Indexes `entry` as the runtime's, in place of any other.
     fn insert(&self, runtime_id: Arc<str>, entry: Arc<LocalEntry>) {
-        self.shard(&runtime_id).write().insert(runtime_id, entry);
+        let (hash, shard) = self.place(&runtime_id);
+        let slot = Slot::new(Arc::clone(&runtime_id), entry);
+        let mut table = shard.write();
+        match table.find_mut(hash, |slot| slot.is(&runtime_id)) {
+            Some(existing) => *existing = slot,
+            None => {
+                let hasher = &self.hasher;
+                table.insert_unique(hash, slot, |slot| hasher.hash_one(&*slot.key));
+            }
+        }
     }
 
     /// Drops the runtime's entry if it is `entry` (a newer one stays).
     fn remove_if_same(&self, runtime_id: &str, entry: &Arc<LocalEntry>) {
-        let mut shard = self.shard(runtime_id).write();
-        if shard
-            .get(runtime_id)
-            .is_some_and(|indexed| Arc::ptr_eq(indexed, entry))
+        let (hash, shard) = self.place(runtime_id);
+        let mut table = shard.write();
+        if let Ok(found) = table.find_entry(hash, |slot| slot.is(runtime_id))
+            && Arc::ptr_eq(&found.get().entry, entry)
         {
-            shard.remove(runtime_id);
+            found.remove();
         }
     }
-}
-
-/// Picks a shard: a multiplicative hash of the id's bytes, cheap for short ids. It only spreads
-/// ids over the shards (the map inside a shard hashes with its own, seeded hasher), so it need
-/// not resist collisions.
-fn shard_of(bytes: &[u8]) -> usize {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut hash = bytes.len() as u64;
-    for chunk in bytes.chunks(8) {
-        let mut word = [0_u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
-    }
-    (hash >> 58) as usize % SHARDS
 }
 
 #[cfg(test)]
@@ -208,8 +277,8 @@ mod tests {
     async fn past_the_capacity_the_index_follows_what_moka_keeps() {
         let local = Local::new(100, Clock::new());
         for i in 0..1_000 {
-            let entry = local.get_or_create(&format!("rt-{i}"), 90 * SECOND).await;
-            assert!(entry.is_alive(SECOND));
+            let id = format!("rt-{i}");
+            local.get_or_create(&id, 90 * SECOND).await;
         }
         local.in_step().await.unwrap();
         let kept = local.entry_count();

@@ -202,7 +202,7 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
             None => Box::pin(shared.local.get_or_create(runtime_id, needed)).await,
         };
         // Invariant 2: this instance answers "alive" at once, whatever the remote does.
-        entry.extend_alive(needed);
+        shared.local.extend_alive(runtime_id, &entry, needed);
         if entry.outlives_its_expiry() {
             // moka computed the entry's expiry during the lookup, from the deadlines before
             // this touch; another lookup makes it count the new one, so that the local layer
@@ -411,7 +411,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
                     Some(entry) => entry,
                     None => shared.local.get_or_create(id, cache_until).await,
                 };
-                entry.extend_alive(cache_until);
+                shared.local.extend_alive(id, &entry, cache_until);
             }
         }
         Ok(answers)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 
-use crate::{Health, HealthStatus, LivenessStore, Result, StoreStats};
+use crate::{Health, HealthStatus, Lease, LeaseKey, LivenessStore, Result, StoreStats};
 
 /// How often calls publish the inner store's [`stats`](LivenessStore::stats) and
 /// [`health`](LivenessStore::health) at most; [`Instrumented::publish`] does it at once.
@@ -295,6 +295,23 @@ impl<S: LivenessStore> LivenessStore for Instrumented<S> {
         let m = &self.metrics;
         self.finish(start, &m.touch_seconds, Some(&m.failed_touch), &result);
         result
+    }
+
+    async fn touch_lease(
+        &self,
+        runtime_id: &str,
+        ttl: Duration,
+        presented: Option<&Lease>,
+    ) -> Result<Lease> {
+        let start = Instant::now();
+        let result = self.inner.touch_lease(runtime_id, ttl, presented).await;
+        let m = &self.metrics;
+        self.finish(start, &m.touch_seconds, Some(&m.failed_touch), &result);
+        result
+    }
+
+    fn lease_key(&self, runtime_id: &str) -> Option<LeaseKey> {
+        self.inner.lease_key(runtime_id)
     }
 
     async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>> {

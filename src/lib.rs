@@ -75,6 +75,7 @@ mod health;
 mod instrumented;
 #[cfg(feature = "layered")]
 mod layered;
+mod lease;
 #[cfg(any(feature = "redis", feature = "cluster", feature = "layered"))]
 mod log_limit;
 #[cfg(feature = "memory")]
@@ -87,6 +88,7 @@ mod redis;
 mod remote;
 mod stats;
 mod store;
+mod unix_time;
 mod urls;
 pub mod validate;
 
@@ -111,6 +113,7 @@ pub use layered::ForgetBroadcast;
 #[cfg(feature = "layered")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layered")))]
 pub use layered::{LayeredStore, LayeredStoreBuilder};
+pub use lease::{Lease, LeaseKey};
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use memory::MemoryStore;

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use crate::{Health, Result, StoreStats, validate};
+use crate::{Health, Lease, LeaseKey, Result, StoreStats, validate};
 
 /// Short-lived "this runtime heartbeated recently" records.
 ///
@@ -47,6 +47,38 @@ pub trait LivenessStore: Send + Sync + Debug {
             self.touch(runtime_id, *ttl).await?;
         }
         Ok(())
+    }
+
+    /// Records a heartbeat like [`touch`](Self::touch), taking the lease the runtime presented
+    /// with it (the one its previous beat's answer carried, from whichever instance) and
+    /// returning the lease to hand back with this beat's answer.
+    ///
+    /// A lease lets an instance that did not write the runtime's record coalesce as if it had
+    /// (see `LayeredStore`), so that coalescing holds across a fleet behind any load balancer.
+    /// A lease that fails to verify, names another runtime, predates a loss or a `forget` this
+    /// instance saw, or is [none](Lease::none) is ignored: the beat is recorded as if none was
+    /// presented. Errors are `touch`'s.
+    ///
+    /// The provided method touches and returns [`Lease::none`]: only stores that coalesce
+    /// (the layered store) issue and honour leases.
+    async fn touch_lease(
+        &self,
+        runtime_id: &str,
+        ttl: Duration,
+        presented: Option<&Lease>,
+    ) -> Result<Lease> {
+        let _ = presented;
+        self.touch(runtime_id, ttl).await?;
+        Ok(Lease::none())
+    }
+
+    /// The key that signs and verifies the leases of `runtime_id`'s record on this backend,
+    /// the same on every instance that shares it, and a new one when the backend lost its
+    /// data (the Redis stores derive it from their epoch record). `None` for backends without
+    /// one; the provided method.
+    fn lease_key(&self, runtime_id: &str) -> Option<LeaseKey> {
+        let _ = runtime_id;
+        None
     }
 
     /// Liveness of one runtime; a batch of one.
@@ -109,6 +141,19 @@ impl<S: LivenessStore + ?Sized> LivenessStore for std::sync::Arc<S> {
 
     async fn is_alive(&self, runtime_id: &str) -> Result<bool> {
         (**self).is_alive(runtime_id).await
+    }
+
+    async fn touch_lease(
+        &self,
+        runtime_id: &str,
+        ttl: Duration,
+        presented: Option<&Lease>,
+    ) -> Result<Lease> {
+        (**self).touch_lease(runtime_id, ttl, presented).await
+    }
+
+    fn lease_key(&self, runtime_id: &str) -> Option<LeaseKey> {
+        (**self).lease_key(runtime_id)
     }
 
     fn health(&self) -> Health {

@@ -81,6 +81,11 @@ impl SlotRecords {
         self.records.get(usize::from(slot))?.as_ref()
     }
 
+    /// The key of the leases of `slot`'s records (see `crate::lease`).
+    pub(super) fn lease_key(&self, slot: u16) -> Option<crate::LeaseKey> {
+        self.record(slot)?.lease_key()
+    }
+
     /// Prepares the read of `slot`'s record, which the caller puts in its command.
     pub(super) fn check(&self, slot: u16) -> Option<SlotCheck> {
         Some(SlotCheck {

@@ -30,7 +30,7 @@ use crate::health::{Health, remote_health};
 use crate::log_limit::LogLimit;
 use crate::remote::settings::record_key;
 use crate::remote::{log_failed_forget, unix_ms};
-use crate::{LivenessStore, Result, validate};
+use crate::{LeaseKey, LivenessStore, Result, validate};
 
 /// Liveness records on Redis Cluster, with [`RedisStore`](crate::RedisStore)'s contract, key
 /// format and errors.
@@ -174,5 +174,10 @@ impl LivenessStore for ClusterStore {
 
     fn data_losses(&self) -> u64 {
         self.losses.count()
+    }
+
+    fn lease_key(&self, runtime_id: &str) -> Option<LeaseKey> {
+        let slot = slot::key_slot(&self.key(runtime_id));
+        self.losses.records.lease_key(slot)
     }
 }

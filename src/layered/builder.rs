@@ -12,7 +12,7 @@ use super::{LayeredStore, Settings, Shared};
 use crate::log_limit::LogLimit;
 use crate::stats::Counters;
 use crate::validate::MAX_TTL;
-use crate::{Error, LivenessStore, Result};
+use crate::{Error, LeaseKey, LivenessStore, Result};
 
 /// Builds a [`LayeredStore`]; see [`LayeredStore::builder`].
 #[derive(Debug)]
@@ -36,6 +36,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                 debounce: Duration::from_secs(30),
                 remote_positive_ttl: Duration::from_secs(1),
                 op_timeout: Duration::from_millis(250),
+                lease_key: None,
+                lease_skew_margin: Duration::from_secs(1),
             },
             local_capacity: 1_000_000,
             pipelines_in_flight: 2,
@@ -75,6 +77,29 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
     /// Defaults to 1,000,000.
     pub fn local_capacity(mut self, runtimes: u64) -> Self {
         self.local_capacity = runtimes;
+        self
+    }
+
+    /// The key that signs and verifies leases (see
+    /// [`LivenessStore::touch_lease`](crate::LivenessStore::touch_lease)), in place of the
+    /// remote's: give every instance the same. Without it, instances over the same Redis
+    /// derive a key from its epoch record, with no configuration; over a remote without one
+    /// (a `MemoryStore`), no leases are issued.
+    ///
+    /// Defaults to the remote's key.
+    pub fn lease_key(mut self, key: LeaseKey) -> Self {
+        self.settings.lease_key = Some(key);
+        self
+    }
+
+    /// How far apart the wall clocks of instances may be. A lease says until when its record
+    /// lives by the issuing instance's clock; every instance trusts it for this much less, so
+    /// clocks that disagree by less cannot make a lease outlive its record (a false "dead").
+    /// NTP keeps servers within milliseconds; a bigger margin only costs coverage.
+    ///
+    /// Defaults to 1 s.
+    pub fn lease_skew_margin(mut self, margin: Duration) -> Self {
+        self.settings.lease_skew_margin = margin;
         self
     }
 
@@ -163,6 +188,8 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
             "op_timeout must be more than zero and at most 365 days"
         } else if settings.debounce > MAX_TTL || settings.remote_positive_ttl > MAX_TTL {
             "debounce and remote_positive_ttl must not exceed 365 days"
+        } else if settings.lease_skew_margin > MAX_TTL {
+            "lease_skew_margin must not exceed 365 days"
         } else {
             #[cfg(any(feature = "redis", feature = "cluster"))]
             let (broadcast, runtime) = match self.broadcast {
@@ -188,6 +215,7 @@ impl<R: LivenessStore + 'static> LayeredStoreBuilder<R> {
                 queue: WriteQueue::new(self.pipelines_in_flight, self.max_batch),
                 losses_seen,
                 forgets: Forgets::default(),
+                no_leases_before_ms: AtomicU64::new(0),
                 forget_log: LogLimit::new(),
                 #[cfg(any(feature = "redis", feature = "cluster"))]
                 broadcast,

@@ -180,6 +180,19 @@ impl LocalEntry {
         record.written_under(losses) && record.until() >= until
     }
 
+    /// A verified lease says the remote record lapses no earlier than `until`, as of the
+    /// remote's loss count `losses`: it covers touches as this instance's own write would.
+    pub(super) fn covered_by_lease(&self, until: u64, losses: u64) {
+        self.extend_remote(until, losses);
+    }
+
+    /// When the remote record as this instance knows it lapses, if it was written (or vouched
+    /// for) since the remote's loss count became `losses`.
+    pub(super) fn remote_until(&self, losses: u64) -> Option<u64> {
+        let record = RemoteRecord(self.remote.load(Ordering::Relaxed));
+        record.written_under(losses).then(|| record.until())
+    }
+
     /// Records an acknowledged write that lapses no earlier than `until`, sent while the
     /// remote's loss count was `losses`. A later lapse under the same count extends the
     /// record; a different count replaces it.

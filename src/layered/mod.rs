@@ -5,6 +5,7 @@ mod broadcast;
 mod builder;
 mod entry;
 mod forgets;
+mod leases;
 mod local;
 #[cfg(any(feature = "redis", feature = "cluster"))]
 mod subscriber;
@@ -20,13 +21,14 @@ pub use broadcast::ForgetBroadcast;
 pub use builder::LayeredStoreBuilder;
 use entry::{Clock, LocalEntry, Outcome, PendingWrite, WriteState, nanos, whole_millis};
 use forgets::Forgets;
+use leases::LeaseCover;
 use local::Local;
 use writer::{Job, WriteQueue};
 
 use crate::log_limit::LogLimit;
 use crate::stats::Counters;
 use crate::validate::{self, MAX_TTL};
-use crate::{Error, Health, LivenessStore, Result, StoreStats};
+use crate::{Error, Health, Lease, LeaseKey, LivenessStore, Result, StoreStats};
 
 /// A local TTL cache in front of a remote store, so that the heartbeat hot path rarely leaves
 /// the process.
@@ -89,6 +91,9 @@ struct Shared<R> {
     losses_seen: AtomicU64,
     /// Forgets in flight, which batches must not undo.
     forgets: Forgets,
+    /// Unix milliseconds of the latest loss or forget this instance saw: a lease issued before
+    /// it is not taken.
+    no_leases_before_ms: AtomicU64,
     /// Keeps timed-out forgets from flooding the log (see `log_limit`).
     forget_log: LogLimit,
     /// The forget broadcast, if the builder was given one.
@@ -105,9 +110,16 @@ impl<R: LivenessStore> Shared<R> {
     /// The local part of a forget: this instance answers "dead" at once (invariant 3), and
     /// no write queued before it covers anything or is joined (invariant 1).
     async fn drop_local(&self, runtime_id: &str) {
+        self.distrust_earlier_leases();
         for entry in self.local.remove(runtime_id).await {
             entry.forget_remote();
         }
+    }
+
+    /// A loss or a forget happened: no lease issued until now is taken any more.
+    fn distrust_earlier_leases(&self) {
+        self.no_leases_before_ms
+            .fetch_max(crate::unix_time::unix_ms(), Ordering::Relaxed);
     }
 
     /// How many times the remote has detected data loss.
@@ -129,6 +141,7 @@ impl<R: LivenessStore> Shared<R> {
         let losses = self.remote_losses();
         let seen = self.losses_seen.fetch_max(losses, Ordering::Relaxed);
         if losses > seen {
+            self.distrust_earlier_leases();
             Counters::add(&self.counters.epoch_resets, 1);
             tracing::warn!(
                 "liveness store: the remote lost its data; coalescing reset, every runtime's \
@@ -146,11 +159,15 @@ enum Write {
     Wait(Outcome),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Settings {
     debounce: Duration,
     remote_positive_ttl: Duration,
     op_timeout: Duration,
+    /// Signs and verifies leases instead of the remote's key.
+    lease_key: Option<LeaseKey>,
+    /// How far instances' clocks may disagree: every lease is trusted for this much less.
+    lease_skew_margin: Duration,
 }
 
 impl<R: fmt::Debug> fmt::Debug for LayeredStore<R> {
@@ -191,7 +208,13 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
 
     /// The local part of a touch: moves the deadline, and returns the remote write to wait
     /// for, if the remote record does not already cover this touch.
-    async fn begin_touch(&self, runtime_id: &str, ttl: Duration, now: u64) -> Option<Outcome> {
+    async fn begin_touch(
+        &self,
+        runtime_id: &str,
+        ttl: Duration,
+        now: u64,
+        lease: Option<LeaseCover>,
+    ) -> Option<Outcome> {
         let shared = &self.shared;
         Counters::add(&shared.counters.touches, 1);
         let needed = now.saturating_add(nanos(ttl));
@@ -203,6 +226,9 @@ impl<R: LivenessStore + 'static> LayeredStore<R> {
         };
         // Invariant 2: this instance answers "alive" at once, whatever the remote does.
         shared.local.extend_alive(runtime_id, &entry, needed);
+        if let Some(lease) = lease {
+            self.cover(&entry, lease);
+        }
         if entry.outlives_its_expiry() {
             // moka computed the entry's expiry during the lookup, from the deadlines before
             // this touch; another lookup makes it count the new one, so that the local layer
@@ -317,7 +343,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         validate::beat(runtime_id, ttl)?;
         // One clock read serves the whole touch: the coalesced path is a lookup and atomics.
         let now = self.shared.clock.now();
-        match self.begin_touch(runtime_id, ttl, now).await {
+        match self.begin_touch(runtime_id, ttl, now, None).await {
             None => Ok(()),
             // Boxed: this wait is the write path's, and the future of every touch, coalesced
             // or not, is as big as its biggest part. Kept under ~1 KiB, the allocation that
@@ -336,7 +362,7 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
         let deadline = self.deadline(now);
         let mut outcomes = Vec::new();
         for (runtime_id, ttl) in beats {
-            outcomes.extend(self.begin_touch(runtime_id, *ttl, now).await);
+            outcomes.extend(self.begin_touch(runtime_id, *ttl, now, None).await);
         }
         let mut result = Ok(());
         for outcome in outcomes {
@@ -345,6 +371,29 @@ impl<R: LivenessStore + 'static> LivenessStore for LayeredStore<R> {
             }
         }
         result
+    }
+
+    async fn touch_lease(
+        &self,
+        runtime_id: &str,
+        ttl: Duration,
+        presented: Option<&Lease>,
+    ) -> Result<Lease> {
+        validate::beat(runtime_id, ttl)?;
+        let now = self.shared.clock.now();
+        let key = self.lease_key_for(runtime_id);
+        let cover = match (presented, &key) {
+            (Some(lease), Some(key)) => self.take_lease(runtime_id, lease, key, now),
+            _ => None,
+        };
+        if let Some(outcome) = self.begin_touch(runtime_id, ttl, now, cover).await {
+            Box::pin(self.finish_touch(outcome, self.deadline(now))).await?;
+        }
+        Ok(self.lease_for(runtime_id, key, now))
+    }
+
+    fn lease_key(&self, runtime_id: &str) -> Option<LeaseKey> {
+        self.lease_key_for(runtime_id)
     }
 
     async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>> {

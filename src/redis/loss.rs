@@ -52,6 +52,11 @@ impl LossWatch {
         self.epoch.key()
     }
 
+    /// The key of the leases of this Redis's records (see `crate::lease`).
+    pub(super) fn lease_key(&self) -> Option<crate::LeaseKey> {
+        self.epoch.lease_key()
+    }
+
     /// Remembers the ttl of a record the store wrote: the recovery window outlasts it.
     pub(super) fn note_record(&self, ttl: Duration) {
         self.recovery.note_record(ttl);

@@ -20,7 +20,7 @@ use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
 use crate::remote::settings::record_key;
 use crate::remote::{Attempt, log_failed_forget, px, server_answered, unix_ms};
-use crate::{Error, LivenessStore, Result, validate};
+use crate::{Error, LeaseKey, LivenessStore, Result, validate};
 
 /// Liveness records in Redis, wire-compatible with the reference Go store.
 ///
@@ -346,5 +346,9 @@ impl LivenessStore for RedisStore {
 
     fn data_losses(&self) -> u64 {
         self.losses.count()
+    }
+
+    fn lease_key(&self, _runtime_id: &str) -> Option<LeaseKey> {
+        self.losses.lease_key()
     }
 }

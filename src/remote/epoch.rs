@@ -1,6 +1,6 @@
 //! The epoch record: a key without expiry beside the runtimes' records, read back after them.
 //!
-//! The store writes an epoch value (its creation time and 64 random bits) once (`SET NX`, no
+//! The store writes an epoch value (its creation time and 128 random bits) once (`SET NX`, no
 //! expiry) and reads it (`GET`) in the same pipeline as every batch of `MGET`s and every batch
 //! of writes, after them; it writes again only after finding it missing. If it comes back
 //! missing or different, the keyspace was emptied or replaced (restart without persistence,
@@ -23,6 +23,7 @@ use redis::{Pipeline, Value};
 use tokio::time::Instant;
 
 use super::unix_ms;
+use crate::LeaseKey;
 
 /// The epoch key's suffix after the prefix; the NUL keeps it out of the id space.
 pub(crate) const EPOCH_SUFFIX: &[u8] = b"\0epoch";
@@ -38,6 +39,8 @@ pub(crate) struct EpochRecord {
 struct RecordState {
     /// The value last read; `None` before the first read and after finding it missing.
     known: Option<Vec<u8>>,
+    /// The lease key derived from `known`: shared by every instance that read the same value.
+    lease_key: Option<LeaseKey>,
     /// Counts changes of `known`, so that a reply to a pipeline built before the latest change
     /// is not compared with a value it never saw.
     generation: u64,
@@ -160,8 +163,15 @@ impl EpochRecord {
             (Some(_), _) => Observation::Lost,
         };
         state.known = current.map(<[u8]>::to_vec);
+        state.lease_key = current.map(LeaseKey::derive);
         state.generation += 1;
         observation
+    }
+
+    /// The key of the leases of records beside this one (see `crate::lease`): derived from its
+    /// value, so that a lease dies with the data it vouches for.
+    pub(crate) fn lease_key(&self) -> Option<LeaseKey> {
+        self.state.lock().lease_key.clone()
     }
 }
 
@@ -177,10 +187,13 @@ fn age(value: &[u8]) -> Duration {
     })
 }
 
-/// A new epoch value: the time and 64 random bits, unique per call.
+/// A new epoch value: the time and 128 random bits, unique per call. The bits key the leases
+/// of the records beside it (std's `RandomState` draws its keys from the OS).
 pub(crate) fn fresh_value() -> String {
-    let random = RandomState::new().hash_one(Instant::now());
-    format!("{}-{random:016x}", unix_ms())
+    let now = Instant::now();
+    let high = RandomState::new().hash_one(now);
+    let low = RandomState::new().hash_one((now, high));
+    format!("{}-{high:016x}{low:016x}", unix_ms())
 }
 
 #[cfg(test)]

@@ -20,22 +20,15 @@ pub(crate) mod marker;
 pub(crate) mod recovery;
 pub(crate) mod settings;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::{ErrorKind, RedisError};
 
+pub(crate) use crate::unix_time::unix_ms;
 pub use settings::DEFAULT_KEY_PREFIX;
 
 use crate::log_limit::LogLimit;
 use crate::{Error, Result};
-
-/// Milliseconds since the Unix epoch: a record's value (the touch time, for whoever inspects
-/// Redis) and an epoch's creation time.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// `ttl` as the argument of `PX`: whole milliseconds, rounded up. Rounded down, a record could
 /// lapse up to a millisecond before the ttl its writer promised (invariant 1).

@@ -88,6 +88,7 @@ mod redis;
 mod remote;
 mod stats;
 mod store;
+#[cfg(any(feature = "redis", feature = "cluster", feature = "layered"))]
 mod unix_time;
 mod urls;
 pub mod validate;

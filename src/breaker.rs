@@ -150,6 +150,26 @@ impl Breaker {
         })
     }
 
+    /// Down until [`release`](Self::release): a store that could not reach its backend at
+    /// build fails calls fast while it keeps trying in the background, so no call probes.
+    pub(crate) fn hold_open(&self) {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        state.phase = Phase::Open {
+            retry_at: later(now, MAX_TTL),
+        };
+        state.since = now;
+    }
+
+    /// The backend was reached: calls go through again.
+    pub(crate) fn release(&self) {
+        let mut state = self.state.lock();
+        state.phase = Phase::Closed;
+        state.consecutive_failures = 0;
+        state.cooldown = self.settings.cooldown;
+        state.since = Instant::now();
+    }
+
     /// The breaker's part of the store's health.
     pub(crate) fn status(&self) -> BreakerStatus {
         let state = self.state.lock();

@@ -637,18 +637,32 @@ async fn bad_seeds_are_clear_errors_without_the_password() {
     assert!(matches!(no_seed, Err(Error::Config(_))), "{no_seed:?}");
     let garbage = ClusterStore::builder(["not a url"]).build().await;
     assert!(matches!(garbage, Err(Error::Config(_))), "{garbage:?}");
-    // Nobody listens on port 1: a prompt error, not a hang.
+    // Nobody listens on port 1: with require_connection, a prompt error naming the seed and
+    // what to check, not a hang; without, a store that starts down.
     let secret = "redis://:hunter2@127.0.0.1:1/";
     let builder = ClusterStore::builder([secret]).connect_timeout(Duration::from_millis(500));
     assert!(!format!("{builder:?}").contains("hunter2"));
     let started = Instant::now();
-    let refused = builder.build().await;
+    let refused = builder.require_connection(true).build().await;
     assert!(started.elapsed() < Duration::from_secs(2));
     let error = refused.expect_err("nothing listens on port 1");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("hunter2"), "{error:?}");
     assert!(
-        !format!("{error} {error:?}").contains("hunter2"),
-        "{error:?}"
+        text.contains("127.0.0.1:1") && text.contains("require_connection"),
+        "{text}"
     );
+    let down = ClusterStore::builder([secret])
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .expect("starts down");
+    assert_eq!(down.health().status, liveness_store::HealthStatus::Down);
+    assert!(matches!(
+        down.is_alive_batch(&["rt"]).await,
+        Err(Error::Unavailable)
+    ));
+    assert!(!format!("{down:?}").contains("hunter2"));
     let zero = ClusterStore::builder([secret])
         .op_timeout(Duration::ZERO)
         .build()

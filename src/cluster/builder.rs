@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use redis::cluster::ClusterClientBuilder;
 
-use super::ClusterStore;
 use super::connection::Connection;
 use super::loss::LossWatch;
-use super::topology::TopologyCell;
+use super::topology::{Topology, TopologyCell};
+use super::{ClusterStore, Inner};
 use crate::breaker::Breaker;
 use crate::log_limit::LogLimit;
 use crate::redact::{redact_url, scrub};
+use crate::remote::contact::keep_trying;
 use crate::remote::settings::RemoteSettings;
 use crate::{Error, Result};
 
@@ -21,6 +22,7 @@ use crate::{Error, Result};
 pub struct ClusterStoreBuilder {
     seeds: Vec<String>,
     settings: RemoteSettings,
+    require_connection: bool,
 }
 
 impl fmt::Debug for ClusterStoreBuilder {
@@ -28,6 +30,7 @@ impl fmt::Debug for ClusterStoreBuilder {
         f.debug_struct("ClusterStoreBuilder")
             .field("seeds", &redacted(&self.seeds))
             .field("settings", &self.settings)
+            .field("require_connection", &self.require_connection)
             .finish()
     }
 }
@@ -46,6 +49,7 @@ impl ClusterStoreBuilder {
         ClusterStoreBuilder {
             seeds,
             settings: RemoteSettings::default(),
+            require_connection: false,
         }
     }
 
@@ -120,6 +124,15 @@ impl ClusterStoreBuilder {
         self
     }
 
+    /// Whether a cluster none of whose seeds can be reached at build fails the build; as
+    /// [`RedisStoreBuilder::require_connection`](crate::RedisStoreBuilder::require_connection).
+    ///
+    /// Defaults to `false`: the store starts down and connects in the background.
+    pub fn require_connection(mut self, require: bool) -> Self {
+        self.require_connection = require;
+        self
+    }
+
     /// Checks the settings, connects to the cluster, reads its slot map and every slot's epoch
     /// record, and loads the store's marker into every master.
     ///
@@ -140,7 +153,7 @@ impl ClusterStoreBuilder {
             op_timeout,
             connect_timeout,
             max_batch,
-            breaker,
+            breaker: breaker_settings,
             recovery_floor,
         } = self.settings;
         let seeds = self.seeds.join(",");
@@ -157,32 +170,39 @@ impl ClusterStoreBuilder {
                 Error::Config(format!("cluster seeds: {}", scrub(&e.to_string(), &seeds)))
             })?;
         let losses = LossWatch::new(key_prefix.as_bytes(), recovery_floor, name.as_str().into());
-        let connect = async {
-            let mut connection = client.get_async_connection().await?;
-            let topology = TopologyCell::fetch(&mut connection).await?;
-            Ok::<_, redis::RedisError>((connection, topology))
-        };
-        let op = "connect";
-        let (connection, topology) = tokio::time::timeout(connect_timeout, connect)
-            .await
-            .map_err(|_| Error::Timeout {
-                op,
-                after: connect_timeout,
-            })?
-            .map_err(|e| Error::backend(op, scrub(&e.to_string(), &seeds)))?;
-        let store = ClusterStore {
-            connection: Arc::new(Connection::new(client, connection, connect_timeout)),
-            topology: Arc::new(TopologyCell::new(topology)),
+        let breaker = Arc::new(Breaker::new(breaker_settings, op_timeout, name.clone()));
+        let inner = Arc::new(Inner {
+            connection: Arc::new(Connection::new(client, None, connect_timeout)),
+            topology: Arc::new(TopologyCell::new(Topology::empty())),
             losses: Arc::new(losses),
             key_prefix: key_prefix.into_bytes(),
             op_timeout,
             max_batch,
             seeds,
-            breaker: Breaker::new(breaker, op_timeout, name.clone()),
-            name,
+            breaker: Arc::clone(&breaker),
+            name: name.clone(),
             forget_log: LogLimit::new(),
+        });
+        let connecting = match inner.contact(connect_timeout).await {
+            Ok(()) => None,
+            Err(failure) => {
+                let error = failure.at_build(self.require_connection)?;
+                let retry = Arc::clone(&inner);
+                Some(keep_trying(
+                    breaker,
+                    breaker_settings,
+                    name,
+                    &error,
+                    move || {
+                        let inner = Arc::clone(&retry);
+                        async move { inner.contact(connect_timeout).await }
+                    },
+                ))
+            }
         };
-        store.first_look(connect_timeout).await?;
-        Ok(store)
+        Ok(ClusterStore {
+            inner,
+            _connecting: connecting,
+        })
     }
 }

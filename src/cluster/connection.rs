@@ -24,7 +24,8 @@ pub(super) const MIN_RECONNECT_INTERVAL: Duration = Duration::from_millis(500);
 /// The current connection and how to make the next one.
 pub(super) struct Connection {
     client: ClusterClient,
-    current: RwLock<ClusterConnection>,
+    /// `None` until the cluster was first reached (a store that started down).
+    current: RwLock<Option<ClusterConnection>>,
     connect_timeout: Duration,
     reconnecting: AtomicBool,
     last_attempt: Mutex<Instant>,
@@ -33,7 +34,7 @@ pub(super) struct Connection {
 impl Connection {
     pub(super) fn new(
         client: ClusterClient,
-        first: ClusterConnection,
+        first: Option<ClusterConnection>,
         connect_timeout: Duration,
     ) -> Connection {
         Connection {
@@ -45,9 +46,27 @@ impl Connection {
         }
     }
 
-    /// The connection to send on (a cheap handle; requests through it are multiplexed).
-    pub(super) fn get(&self) -> ClusterConnection {
+    /// The connection to send on (a cheap handle; requests through it are multiplexed), once
+    /// the cluster was reached.
+    pub(super) fn get(&self) -> Option<ClusterConnection> {
         self.current.read().clone()
+    }
+
+    /// Connects to the cluster (its seeds), within the connect timeout.
+    pub(super) async fn connect(&self) -> redis::RedisResult<ClusterConnection> {
+        tokio::time::timeout(self.connect_timeout, self.client.get_async_connection())
+            .await
+            .unwrap_or_else(|_| {
+                Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no cluster seed answered within connect_timeout",
+                )))
+            })
+    }
+
+    /// Sends on `connection` from now on.
+    pub(super) fn install(&self, connection: ClusterConnection) {
+        *self.current.write() = Some(connection);
     }
 
     /// Builds a fresh connection in the background and swaps it in, unless one is being
@@ -61,11 +80,8 @@ impl Connection {
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let fresh =
-                tokio::time::timeout(this.connect_timeout, this.client.get_async_connection())
-                    .await;
-            if let Ok(Ok(connection)) = fresh {
-                *this.current.write() = connection;
+            if let Ok(connection) = this.connect().await {
+                this.install(connection);
                 tracing::debug!("liveness store: replaced the cluster connection");
             }
             *this.last_attempt.lock() = Instant::now();

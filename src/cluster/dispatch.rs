@@ -10,7 +10,7 @@ use redis::aio::ConnectionLike;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
-use super::ClusterStore;
+use super::Inner;
 use super::loss::{Next, Read};
 use super::plan::{Group, Part};
 use crate::redact::scrub;
@@ -25,7 +25,7 @@ pub(super) enum GroupOutcome {
     Failed { error: RedisError, answered: bool },
 }
 
-impl ClusterStore {
+impl Inner {
     pub(super) fn timed_out(&self, op: &'static str) -> Error {
         Error::Timeout {
             op,
@@ -74,8 +74,9 @@ impl ClusterStore {
 
     /// Fetches the slot map again soon (at most every 100 ms, in the background).
     pub(super) fn refresh_topology(&self) {
-        self.topology
-            .refresh_soon(&self.connection.get(), self.op_timeout);
+        if let Some(connection) = self.connection.get() {
+            self.topology.refresh_soon(&connection, self.op_timeout);
+        }
     }
 
     /// Sends every group's pipeline to its master at once and reads each command's reply
@@ -95,13 +96,18 @@ impl ClusterStore {
                 parts,
                 marker,
             } = group;
-            let mut connection = self.connection.get();
+            let connection = self.connection.get();
             let route =
                 SingleNodeRoutingInfo::SpecificNode(Route::new(route_slot, SlotAddr::Master));
             async move {
-                let reply = connection
-                    .route_pipeline(pipeline, 0, commands, route)
-                    .await;
+                let reply = match connection {
+                    Some(mut connection) => {
+                        connection
+                            .route_pipeline(pipeline, 0, commands, route)
+                            .await
+                    }
+                    None => Err(not_connected()),
+                };
                 (parts, marker, commands, reply)
             }
         });
@@ -187,7 +193,9 @@ impl ClusterStore {
     }
 
     pub(super) async fn resend_one(&self, command: &Cmd) -> std::result::Result<Value, RedisError> {
-        let mut connection = self.connection.get();
+        let Some(mut connection) = self.connection.get() else {
+            return Err(not_connected());
+        };
         connection
             .req_packed_command(command)
             .await
@@ -240,6 +248,15 @@ pub(super) fn is_redirect(error: &RedisError) -> bool {
         ErrorKind::Server(kind) => redirected(Some(kind)),
         _ => false,
     }
+}
+
+/// The error of a call made before the cluster was first reached (the breaker keeps calls out
+/// until then; a race may still get here).
+pub(super) fn not_connected() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the cluster has not been reached yet",
+    ))
 }
 
 pub(super) fn unexpected(reply: &Value) -> RedisError {

@@ -7,6 +7,7 @@
 
 mod builder;
 mod connection;
+mod contact;
 mod dispatch;
 mod epochs;
 mod loss;
@@ -19,6 +20,8 @@ mod vouch;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_util::task::AbortOnDropHandle;
 
 pub use builder::ClusterStoreBuilder;
 use connection::Connection;
@@ -68,6 +71,14 @@ use crate::{LeaseKey, LivenessStore, Result, validate};
 /// # }
 /// ```
 pub struct ClusterStore {
+    inner: Arc<Inner>,
+    /// Connects in the background while the cluster could not be reached (see `contact`);
+    /// ends with the store.
+    _connecting: Option<AbortOnDropHandle<()>>,
+}
+
+/// The store's state, shared with the task that connects in the background.
+struct Inner {
     connection: Arc<Connection>,
     topology: Arc<TopologyCell>,
     /// The epoch records, the masters' markers and the recovery window (invariant 4); shared
@@ -80,18 +91,19 @@ pub struct ClusterStore {
     seeds: String,
     /// The seeds with passwords redacted, for logs and `Debug`.
     name: String,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     forget_log: LogLimit,
 }
 
 impl fmt::Debug for ClusterStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
         f.debug_struct("ClusterStore")
-            .field("seeds", &self.name)
-            .field("key_prefix", &String::from_utf8_lossy(&self.key_prefix))
-            .field("op_timeout", &self.op_timeout)
-            .field("max_batch", &self.max_batch)
-            .field("masters", &self.topology.current().masters())
+            .field("seeds", &inner.name)
+            .field("key_prefix", &String::from_utf8_lossy(&inner.key_prefix))
+            .field("op_timeout", &inner.op_timeout)
+            .field("max_batch", &inner.max_batch)
+            .field("masters", &inner.topology.current().masters())
             .field("health", &self.health().status)
             .finish()
     }
@@ -107,7 +119,7 @@ impl ClusterStore {
     /// The Redis key of a runtime's record, as [`RedisStore::key`](crate::RedisStore::key).
     #[must_use]
     pub fn key(&self, runtime_id: &str) -> Vec<u8> {
-        record_key(&self.key_prefix, runtime_id)
+        self.inner.key(runtime_id)
     }
 
     /// The keys of the epoch records that detect data loss: `<prefix>`, a NUL byte, `epoch`
@@ -116,11 +128,18 @@ impl ClusterStore {
     /// data.
     #[must_use]
     pub fn epoch_keys(&self) -> Vec<Vec<u8>> {
-        self.losses
+        self.inner
+            .losses
             .records
             .keys()
             .map(|(_, key)| key.to_vec())
             .collect()
+    }
+}
+
+impl Inner {
+    fn key(&self, runtime_id: &str) -> Vec<u8> {
+        record_key(&self.key_prefix, runtime_id)
     }
 }
 
@@ -132,9 +151,11 @@ impl LivenessStore for ClusterStore {
 
     async fn touch(&self, runtime_id: &str, ttl: Duration) -> Result<()> {
         validate::beat(runtime_id, ttl)?;
-        self.losses.note_record(ttl);
-        let command = ops::set_command(&self.key(runtime_id), ttl, unix_ms());
-        self.guarded("touch", self.single("touch", command)).await
+        self.inner.losses.note_record(ttl);
+        let command = ops::set_command(&self.inner.key(runtime_id), ttl, unix_ms());
+        self.inner
+            .guarded("touch", self.inner.single("touch", command))
+            .await
     }
 
     async fn is_alive_batch(&self, runtime_ids: &[&str]) -> Result<Vec<bool>> {
@@ -142,17 +163,22 @@ impl LivenessStore for ClusterStore {
         if runtime_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<Vec<u8>> = runtime_ids.iter().map(|id| self.key(id)).collect();
-        self.guarded("is_alive_batch", self.lookup(&keys)).await
+        let keys: Vec<Vec<u8>> = runtime_ids.iter().map(|id| self.inner.key(id)).collect();
+        self.inner
+            .guarded("is_alive_batch", self.inner.lookup(&keys))
+            .await
     }
 
     async fn forget(&self, runtime_id: &str) {
         if validate::runtime_id(runtime_id).is_err() {
             return;
         }
-        let command = redis::cmd("DEL").arg(self.key(runtime_id)).clone();
-        let result = self.guarded("forget", self.single("forget", command)).await;
-        log_failed_forget(&self.forget_log, result);
+        let command = redis::cmd("DEL").arg(self.inner.key(runtime_id)).clone();
+        let result = self
+            .inner
+            .guarded("forget", self.inner.single("forget", command))
+            .await;
+        log_failed_forget(&self.inner.forget_log, result);
     }
 
     async fn touch_many(&self, beats: &[(&str, Duration)]) -> Result<()> {
@@ -163,21 +189,23 @@ impl LivenessStore for ClusterStore {
             return Ok(());
         }
         for (_, ttl) in beats {
-            self.losses.note_record(*ttl);
+            self.inner.losses.note_record(*ttl);
         }
-        self.guarded("touch_many", self.write(beats)).await
+        self.inner
+            .guarded("touch_many", self.inner.write(beats))
+            .await
     }
 
     fn health(&self) -> Health {
-        remote_health(self.breaker.status(), self.losses.status())
+        remote_health(self.inner.breaker.status(), self.inner.losses.status())
     }
 
     fn data_losses(&self) -> u64 {
-        self.losses.count()
+        self.inner.losses.count()
     }
 
     fn lease_key(&self, runtime_id: &str) -> Option<LeaseKey> {
-        let slot = slot::key_slot(&self.key(runtime_id));
-        self.losses.records.lease_key(slot)
+        let slot = slot::key_slot(&self.inner.key(runtime_id));
+        self.inner.losses.records.lease_key(slot)
     }
 }

@@ -7,9 +7,9 @@ use futures_util::future::join_all;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, RedisError, Value};
 
-use super::dispatch::{is_redirect, redirected, unexpected};
+use super::dispatch::{is_redirect, not_connected, redirected, unexpected};
 use super::plan::{self, Part};
-use super::{ClusterStore, slot};
+use super::{Inner, slot};
 use crate::remote::epoch::fresh_value;
 use crate::remote::{Attempt, px, server_answered, unix_ms, uptime};
 use crate::{Error, Result};
@@ -41,7 +41,7 @@ fn read_lookup(
     Ok(true)
 }
 
-impl ClusterStore {
+impl Inner {
     fn slots(&self, keys: &[Vec<u8>]) -> Vec<u16> {
         keys.iter().map(|key| slot::key_slot(key)).collect()
     }
@@ -209,7 +209,9 @@ impl ClusterStore {
                 Route::new(slot, SlotAddr::Master),
             ))
         };
-        let mut connection = self.connection.get();
+        let Some(mut connection) = self.connection.get() else {
+            return Err(not_connected());
+        };
         match connection
             .route_command(self.losses.marker.load_command(), route())
             .await
@@ -251,9 +253,12 @@ impl ClusterStore {
         if !event && !self.losses.begin_sweep() {
             return;
         }
+        let Some(connection) = self.connection.get() else {
+            self.losses.end_sweep();
+            return;
+        };
         let topology = self.topology.current();
         let groups = plan::record_creation(&topology, &self.losses.records, &fresh_value());
-        let connection = self.connection.get();
         let timeout = self.op_timeout;
         let losses = std::sync::Arc::clone(&self.losses);
         tokio::spawn(async move {

@@ -46,6 +46,14 @@ impl Topology {
             .unwrap_or(UNSERVED)
     }
 
+    /// No slot served: the map of a cluster not reached yet.
+    pub(super) fn empty() -> Topology {
+        Topology {
+            owner: vec![UNSERVED; SLOTS].into_boxed_slice(),
+            masters: Vec::new(),
+        }
+    }
+
     /// How many masters serve slots.
     pub(super) fn masters(&self) -> usize {
         self.masters.len()
@@ -151,6 +159,11 @@ impl TopologyCell {
         }
     }
 
+    /// Uses `topology` from now on.
+    pub(super) fn replace(&self, topology: Topology) {
+        *self.current.write() = Arc::new(topology);
+    }
+
     /// The slot map as of the last fetch.
     pub(super) fn current(&self) -> Arc<Topology> {
         Arc::clone(&self.current.read())
@@ -187,7 +200,7 @@ impl TopologyCell {
         tokio::spawn(async move {
             let fetch = Self::fetch(&mut connection);
             if let Ok(Ok(topology)) = tokio::time::timeout(timeout, fetch).await {
-                *cell.current.write() = Arc::new(topology);
+                cell.replace(topology);
             }
             *cell.last_refresh.lock() = Instant::now();
             cell.refreshing.store(false, Ordering::Release);

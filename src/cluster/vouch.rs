@@ -10,12 +10,12 @@
 
 use redis::{Cmd, Value};
 
-use super::ClusterStore;
+use super::Inner;
 use super::dispatch::{redirected, unexpected};
 use super::plan::{self, Part};
 use crate::remote::Failure;
 
-impl ClusterStore {
+impl Inner {
     /// Reads the epoch records of `slots`, where a batch found keys missing, with their
     /// masters' markers. Whether every slot was confirmed.
     pub(super) async fn vouch(&self, slots: &[u16]) -> Result<bool, Failure> {

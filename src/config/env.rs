@@ -21,6 +21,9 @@ pub const ENV_DEBOUNCE_MS: &str = "LIVENESS_DEBOUNCE_MS";
 /// Environment variable holding the recovery floor in milliseconds: the largest ttl callers
 /// pass (see `RedisStoreBuilder::recovery_floor`).
 pub const ENV_RECOVERY_FLOOR_MS: &str = "LIVENESS_RECOVERY_FLOOR_MS";
+/// Environment variable that makes an unreachable Redis an error at start (`1`) instead of a
+/// store that starts down and connects in the background (`0`, the default).
+pub const ENV_REQUIRE_CONNECTION: &str = "LIVENESS_REQUIRE_CONNECTION";
 
 impl StoreConfig {
     /// Reads the configuration from the process environment:
@@ -33,6 +36,7 @@ impl StoreConfig {
     /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
     /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
     /// | `LIVENESS_RECOVERY_FLOOR_MS` | the largest ttl callers pass, in ms: after a possible loss "dead" is distrusted for one and a half times this | `90000` |
+    /// | `LIVENESS_REQUIRE_CONNECTION` | `1` (or `true`): an unreachable Redis fails `open()`; `0` (or `false`): the store starts down and connects in the background | `0` |
     ///
     /// Cluster seeds are split only at a comma that a URL scheme follows (`redis://`,
     /// `rediss://`, `valkey://` or `valkeys://`, in any case, spaces allowed), and a trailing
@@ -76,6 +80,17 @@ impl StoreConfig {
                 })
                 .transpose()
         };
+        let flag = |name: &str| {
+            set(name)
+                .map(|value| match value.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" => Ok(false),
+                    _ => Err(Error::Config(format!(
+                        "{name}=`{value}` is not a flag; set it to 1 or 0, or unset it"
+                    ))),
+                })
+                .transpose()
+        };
         Ok(StoreConfig {
             backend,
             redis_url: set(ENV_REDIS_URL).or_else(|| set(ENV_REDIS_URL_FALLBACK)),
@@ -83,6 +98,7 @@ impl StoreConfig {
             op_timeout: milliseconds(ENV_OP_TIMEOUT_MS, false)?,
             debounce: milliseconds(ENV_DEBOUNCE_MS, true)?,
             recovery_floor: milliseconds(ENV_RECOVERY_FLOOR_MS, true)?,
+            require_connection: flag(ENV_REQUIRE_CONNECTION)?,
         })
     }
 }
@@ -127,8 +143,10 @@ mod tests {
             ("LIVENESS_KEY_PREFIX", "hb:"),
             ("LIVENESS_OP_TIMEOUT_MS", "100"),
             ("LIVENESS_DEBOUNCE_MS", "0"),
+            ("LIVENESS_REQUIRE_CONNECTION", "True"),
         ])
         .unwrap();
+        assert_eq!(c.require_connection, Some(true));
         assert_eq!(c.backend, Backend::Redis);
         assert_eq!(c.redis_url.as_deref(), Some("redis://fallback/"));
         assert_eq!(c.key_prefix.as_deref(), Some("hb:"));
@@ -153,6 +171,12 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("LIVENESS_OP_TIMEOUT_MS"), "{e}");
+        }
+        for bad in ["2", "maybe", "-1"] {
+            let e = config(&[("LIVENESS_REQUIRE_CONNECTION", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("LIVENESS_REQUIRE_CONNECTION"), "{e}");
         }
         for variable in ["LIVENESS_DEBOUNCE_MS", "LIVENESS_RECOVERY_FLOOR_MS"] {
             for bad in ["-5", "1.5", "90s", "99999999999999999999"] {

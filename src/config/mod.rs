@@ -9,7 +9,7 @@ mod open;
 pub use backend::Backend;
 pub use env::{
     ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_RECOVERY_FLOOR_MS,
-    ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK,
+    ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK, ENV_REQUIRE_CONNECTION,
 };
 pub use open::open;
 
@@ -48,6 +48,9 @@ pub struct StoreConfig {
     pub debounce: Option<Duration>,
     /// The recovery floor, the largest ttl callers pass; `None` keeps 90 s.
     pub recovery_floor: Option<Duration>,
+    /// Whether an unreachable Redis fails `open()`; `None` keeps the builders' default (it
+    /// does not: the store starts down and connects in the background).
+    pub require_connection: Option<bool>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -59,6 +62,7 @@ impl fmt::Debug for StoreConfig {
             .field("op_timeout", &self.op_timeout)
             .field("debounce", &self.debounce)
             .field("recovery_floor", &self.recovery_floor)
+            .field("require_connection", &self.require_connection)
             .finish()
     }
 }
@@ -99,6 +103,14 @@ impl StoreConfig {
     #[must_use]
     pub fn with_recovery_floor(mut self, floor: Duration) -> Self {
         self.recovery_floor = Some(floor);
+        self
+    }
+
+    /// Sets whether an unreachable Redis fails `open()` (see
+    /// `RedisStoreBuilder::require_connection`).
+    #[must_use]
+    pub fn with_require_connection(mut self, require: bool) -> Self {
+        self.require_connection = Some(require);
         self
     }
 

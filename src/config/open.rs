@@ -61,6 +61,9 @@ async fn redis_store(config: &StoreConfig) -> Result<crate::RedisStore> {
     if let Some(floor) = config.recovery_floor {
         builder = builder.recovery_floor(floor);
     }
+    if let Some(require) = config.require_connection {
+        builder = builder.require_connection(require);
+    }
     builder.build().await
 }
 
@@ -76,6 +79,9 @@ async fn cluster_store(config: &StoreConfig) -> Result<crate::ClusterStore> {
     }
     if let Some(floor) = config.recovery_floor {
         builder = builder.recovery_floor(floor);
+    }
+    if let Some(require) = config.require_connection {
+        builder = builder.require_connection(require);
     }
     builder.build().await
 }

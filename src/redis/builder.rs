@@ -1,15 +1,18 @@
 //! Settings of a [`RedisStore`] and the checks that run before it connects.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::RedisStore;
 use super::connection::TrackedManager;
+use super::contact::Contact;
 use super::loss::LossWatch;
 use super::tls::{self, TlsSettings};
 use crate::breaker::Breaker;
 use crate::log_limit::LogLimit;
 use crate::redact::redact_url;
+use crate::remote::contact::keep_trying;
 use crate::remote::settings::RemoteSettings;
 use crate::{Error, Result};
 
@@ -19,6 +22,7 @@ pub struct RedisStoreBuilder {
     url: String,
     settings: RemoteSettings,
     pool_size: u32,
+    require_connection: bool,
     /// Set in `tls.rs`, with the rest of the TLS plumbing.
     pub(super) tls: TlsSettings,
 }
@@ -29,6 +33,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("url", &redact_url(&self.url))
             .field("tls", &self.tls)
             .field("pool_size", &self.pool_size)
+            .field("require_connection", &self.require_connection)
             .field("settings", &self.settings)
             .finish()
     }
@@ -40,6 +45,7 @@ impl RedisStoreBuilder {
             url: url.to_owned(),
             settings: RemoteSettings::default(),
             pool_size: 8,
+            require_connection: false,
             tls: TlsSettings::default(),
         }
     }
@@ -135,13 +141,31 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Whether a Redis that cannot be reached at build fails the build.
+    ///
+    /// By default it does not: the store starts down (calls fail fast with
+    /// [`Error::Unavailable`], and the caller falls back to its database, as it does during any
+    /// outage), logs one WARN line, and connects in the background with the breaker's backoff,
+    /// becoming healthy without a restart once Redis answers. A fleet restarting during a
+    /// Redis outage keeps serving heartbeats that way. Set it for the old behaviour: an
+    /// unreachable Redis is an `Err` from `build`. Either way a Redis that answers and refuses
+    /// (credentials, permissions, a certificate) is an `Err` at once.
+    ///
+    /// Defaults to `false`.
+    pub fn require_connection(mut self, require: bool) -> Self {
+        self.require_connection = require;
+        self
+    }
+
     /// Checks the settings, opens the pool and proves with one `PING` that Redis answers and
     /// accepts the credentials.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for invalid settings or a malformed URL, [`Error::Timeout`] or
-    /// [`Error::Backend`] when Redis cannot be reached or refuses the credentials.
+    /// [`Error::Config`] for invalid settings or a malformed URL; [`Error::Backend`] when Redis
+    /// refuses the credentials, a command or the TLS handshake, or cannot be reached and
+    /// [`require_connection`](Self::require_connection) is set. Each names the target (its
+    /// password redacted) and what to check.
     pub async fn build(self) -> Result<RedisStore> {
         if self.pool_size == 0 {
             return Err(Error::Config("pool_size must be at least 1".to_owned()));
@@ -152,7 +176,7 @@ impl RedisStoreBuilder {
             op_timeout,
             connect_timeout,
             max_batch,
-            breaker,
+            breaker: breaker_settings,
             recovery_floor,
         } = self.settings;
         let manager = tls::connection_manager(&self.url, &self.tls)?;
@@ -168,17 +192,46 @@ impl RedisStoreBuilder {
             .build_unchecked(TrackedManager::new(manager, connect_timeout));
         let name = redact_url(&self.url);
         let key_prefix = key_prefix.into_bytes();
-        let store = RedisStore {
-            losses: LossWatch::new(&key_prefix, recovery_floor, name.as_str().into()),
-            breaker: Breaker::new(breaker, op_timeout, name),
+        let losses = Arc::new(LossWatch::new(
+            &key_prefix,
+            recovery_floor,
+            name.as_str().into(),
+        ));
+        let breaker = Arc::new(Breaker::new(breaker_settings, op_timeout, name));
+        let contact = Arc::new(Contact {
+            pool: pool.clone(),
+            losses: Arc::clone(&losses),
+            url: self.url.clone(),
+            op_timeout,
+            connect_timeout,
+        });
+        let connecting = match contact.first().await {
+            Ok(()) => None,
+            Err(failure) => {
+                let error = failure.at_build(self.require_connection)?;
+                let retry = Arc::clone(&contact);
+                Some(keep_trying(
+                    Arc::clone(&breaker),
+                    breaker_settings,
+                    redact_url(&self.url),
+                    &error,
+                    move || {
+                        let contact = Arc::clone(&retry);
+                        async move { contact.first().await }
+                    },
+                ))
+            }
+        };
+        Ok(RedisStore {
+            losses,
+            breaker,
             pool,
             key_prefix,
             op_timeout,
             max_batch,
             url: self.url,
             forget_log: LogLimit::new(),
-        };
-        store.first_connection(connect_timeout).await?;
-        Ok(store)
+            _connecting: connecting,
+        })
     }
 }

@@ -2,13 +2,16 @@
 
 mod builder;
 pub(crate) mod connection;
+mod contact;
 mod loss;
 mod tls;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{FromRedisValue, Pipeline, RedisError, Value};
+use tokio_util::task::AbortOnDropHandle;
 
 pub use builder::RedisStoreBuilder;
 use connection::TrackedManager;
@@ -57,11 +60,14 @@ pub struct RedisStore {
     op_timeout: Duration,
     max_batch: usize,
     url: String,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     /// The epoch record, the server's marker and the recovery window (invariant 4).
-    losses: LossWatch,
+    losses: Arc<LossWatch>,
     /// Keeps failed forgets from flooding the log (see `log_limit`).
     forget_log: LogLimit,
+    /// Connects in the background while Redis could not be reached (see `contact`); ends with
+    /// the store.
+    _connecting: Option<AbortOnDropHandle<()>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -108,81 +114,6 @@ impl RedisStore {
     #[must_use]
     pub fn epoch_key(&self) -> Vec<u8> {
         self.losses.epoch_key().to_vec()
-    }
-
-    /// Opens the pool's first connection and proves with a `PING` that Redis answers and
-    /// accepts the credentials, within `timeout`; reads the epoch, loads the store's marker and
-    /// reads the server's uptime there (see `loss`).
-    ///
-    /// A dedicated connection, unlike a pool checkout, reports *why* it failed (refused,
-    /// wrong password) instead of waiting out the timeout.
-    async fn first_connection(&self, timeout: Duration) -> Result<()> {
-        let op = "connect";
-        let connect = async {
-            let connection = self
-                .pool
-                .dedicated_connection()
-                .await
-                .map_err(|e| self.backend_error(op, e))?;
-            let mut first = redis::pipe();
-            first.cmd("PING").ignore();
-            let check = self.losses.add_epoch_check(&mut first);
-            let replies: Vec<Value> = connection
-                .handle(timeout)
-                .query(&first)
-                .await
-                .map_err(|e| self.backend_error(op, e))?;
-            self.losses.observe_epoch(check, &replies);
-            self.losses
-                .first_contact(&connection, timeout, &self.url)
-                .await
-                .map_err(|e| self.backend_error(op, e))?;
-            self.check_eviction_policy(&connection).await;
-            Ok(connection)
-        };
-        let connection = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| Error::Timeout { op, after: timeout })??;
-        // Keep it: a full pool cannot happen here, and if it did the connection is just dropped.
-        let _ = self.pool.add(connection);
-        Ok(())
-    }
-
-    /// Warns when Redis may evict records that have not expired: an evicted record reads as a
-    /// dead runtime, and an evicted epoch as data loss. `allkeys-*` policies may evict both;
-    /// `volatile-*` ones, once `maxmemory` is reached, records. Managed Redis services often
-    /// refuse `CONFIG`; then there is nothing to check.
-    async fn check_eviction_policy(&self, connection: &connection::TrackedConnection) {
-        let mut config = redis::pipe();
-        config.cmd("CONFIG").arg("GET").arg("maxmemory-policy");
-        config.cmd("CONFIG").arg("GET").arg("maxmemory");
-        let reply: Result<Vec<Vec<String>>, _> =
-            connection.handle(self.op_timeout).query(&config).await;
-        let settings = match reply {
-            Ok(settings) => settings,
-            Err(error) => {
-                tracing::debug!(
-                    backend = %redact_url(&self.url),
-                    error = %scrub(&error.to_string(), &self.url),
-                    "liveness store: could not read maxmemory-policy"
-                );
-                return;
-            }
-        };
-        let value = |index: usize| settings.get(index).and_then(|pair| pair.get(1));
-        let (Some(policy), Some(maxmemory)) = (value(0), value(1)) else {
-            return;
-        };
-        let limited = maxmemory.trim() != "0";
-        if policy.starts_with("allkeys-") || (limited && policy.starts_with("volatile-")) {
-            tracing::warn!(
-                backend = %redact_url(&self.url),
-                maxmemory_policy = %policy,
-                maxmemory = %maxmemory,
-                "liveness store: redis may evict liveness records before they expire, which \
-                 reads as runtimes dying; set maxmemory-policy noeviction"
-            );
-        }
     }
 
     /// Sends `pipeline` on a pooled connection, the whole of it, checkout included, bounded by

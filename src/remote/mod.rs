@@ -15,6 +15,7 @@
 //! and [`recovery`] turns what they find into loss events: counted, logged, and followed by a
 //! window during which "dead" answers are [`Error::Recovering`](crate::Error::Recovering).
 
+pub(crate) mod contact;
 pub(crate) mod epoch;
 pub(crate) mod marker;
 pub(crate) mod recovery;

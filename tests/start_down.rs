@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use liveness_store::{Error, HealthStatus, LivenessStore, RedisStore, RedisStoreBuilder};
+use liveness_store::{Error, HealthStatus, LivenessStore, RedisStoreBuilder};
 use support::RedisServer;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -110,7 +110,7 @@ async fn a_redis_that_answers_and_refuses_fails_the_build_at_once() {
 #[tokio::test]
 async fn a_layered_store_answers_locally_while_redis_is_down_and_writes_once_it_is_up() {
     let mut server = vacant_port_of();
-    let remote: RedisStore = builder(&server.url()).build().await.unwrap();
+    let remote: liveness_store::RedisStore = builder(&server.url()).build().await.unwrap();
     let store = liveness_store::LayeredStore::builder(remote)
         .op_timeout(OP_TIMEOUT)
         .build()

@@ -191,7 +191,10 @@ async fn a_new_redis_is_trusted_once_its_records_are_a_window_old() {
     // counted in whole seconds), trusts it at once.
     let deadline = Instant::now() + Duration::from_secs(3);
     while uptime_seconds(&server) < 1 {
-        assert!(Instant::now() < deadline, "the server's uptime did not move");
+        assert!(
+            Instant::now() < deadline,
+            "the server's uptime did not move"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let later = builder(&server)

@@ -123,7 +123,9 @@ impl Local {
     /// asks this for every id.
     pub(super) fn is_alive(&self, runtime_id: &str, now: u64) -> bool {
         self.index
-            .read(runtime_id, |slot| slot.alive_until.load(Ordering::Relaxed) > now)
+            .read(runtime_id, |slot| {
+                slot.alive_until.load(Ordering::Relaxed) > now
+            })
             .unwrap_or(false)
     }
 
@@ -211,7 +213,10 @@ impl Index {
     /// `read` of the runtime's slot, if it has one, under the shard's read lock.
     fn read<T>(&self, runtime_id: &str, read: impl FnOnce(&Slot) -> T) -> Option<T> {
         let (hash, shard) = self.place(runtime_id);
-        shard.read().find(hash, |slot| slot.is(runtime_id)).map(read)
+        shard
+            .read()
+            .find(hash, |slot| slot.is(runtime_id))
+            .map(read)
     }
 
     /// Indexes `entry` as the runtime's, in place of any other.

@@ -10,14 +10,17 @@
 //! of them every sweep interval; at half-time some stop beating for good. testkit's
 //! false-dead checker judges every answer (invariant 1 of the design): one false "dead" fails
 //! the run. `--compare` drives `RedisStore`, then `LayeredStore` over a `RedisStore`, on one
-//! Redis, and counts what Redis received.
+//! Redis, and counts what Redis received. `--instances K` runs each store as K instances on
+//! that Redis, as a server's instances behind a load balancer, `--routing` the balancer.
 //!
 //! - [`session`]: every store asked for, one after the other, then the report and exit status;
 //! - [`run`]: one store's run and what it measured; [`stores`]: opening that store;
+//! - [`fleet`]: its instances, and which one takes each beat;
 //! - [`redis_side`]: the Redis of the Redis-backed stores, and what it counted;
 //! - [`report`]: the one table (`--json` serialises the same [`report::Summary`]);
 //! - [`plot`], [`progress`]: the SVG and the progress bar.
 
+mod fleet;
 mod plot;
 mod progress;
 mod redis_side;
@@ -36,6 +39,7 @@ use clap::{CommandFactory, Parser};
 use liveness_store::StoreConfig;
 use serde::Serialize;
 
+use crate::fleet::Routing;
 use crate::run::Touch;
 use crate::stores::Store;
 
@@ -45,6 +49,8 @@ const TIME_SCALE: u32 = 100;
 const MAX_COUNT: u64 = 1_000_000;
 /// The longest interval, in ms: an hour.
 const MAX_MS: u64 = 3_600_000;
+/// The most instances of a store (each with its own connection pool).
+const MAX_INSTANCES: u64 = 64;
 
 /// Heartbeat simulator for liveness-store: the reference deployment, time scaled down 100x.
 ///
@@ -64,7 +70,7 @@ pub(crate) struct Args {
     #[serde(skip)] // It may hold a password.
     pub(crate) redis_url: Option<String>,
     /// Simulated runtimes
-    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = count())]
+    #[arg(long, value_name = "N", default_value_t = 20_000, value_parser = up_to(MAX_COUNT))]
     pub(crate) runtimes: usize,
     /// How long each store runs, in seconds
     #[arg(long, value_name = "S", default_value_t = 15.0, value_parser = seconds)]
@@ -89,11 +95,18 @@ pub(crate) struct Args {
     #[arg(long, value_name = "P", default_value_t = 2.0, value_parser = percent)]
     pub(crate) silent_percent: f64,
     /// Ids per is_alive_batch call
-    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count())]
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = up_to(MAX_COUNT))]
     pub(crate) batch: usize,
     /// How the shards send their beats
     #[arg(long, value_enum, default_value_t)]
     pub(crate) touch: Touch,
+    /// Instances of the store, each with its own connection pool, all on one Redis (redis and
+    /// layered stores); with more than one, the sweeper asks an instance of its own
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = up_to(MAX_INSTANCES))]
+    pub(crate) instances: usize,
+    /// Which instance takes each beat
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) routing: Routing,
     /// Print the figures as JSON on stdout instead of the table
     #[arg(long)]
     #[serde(skip)]
@@ -169,11 +182,27 @@ where
         );
         return Err(Args::command().error(ErrorKind::ArgumentConflict, message));
     }
+    // Instances of an in-process store share nothing: a fleet of them would read its own
+    // beats as "dead" wherever they did not land.
+    if args.instances > 1 && !args.needs_redis() {
+        let message = format!(
+            "--instances {} needs instances that share their records: --compare or --backend \
+             redis or layered, not --backend {}",
+            args.instances,
+            args.backend.name()
+        );
+        return Err(Args::command().error(ErrorKind::ArgumentConflict, message));
+    }
+    if args.instances == 1 && args.routing != Routing::Sticky {
+        let message = "--routing applies to a fleet: one instance takes every beat (pass \
+                       --instances 2 or more)";
+        return Err(Args::command().error(ErrorKind::ArgumentConflict, message));
+    }
     Ok(args)
 }
 
-fn count() -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(1..=MAX_COUNT)
+fn up_to(max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..=max)
 }
 
 /// Whole milliseconds from `min` to [`MAX_MS`]. Zero is meaningful for the remote-positive
@@ -237,6 +266,7 @@ mod tests {
         assert_eq!(scaled_up(args.remote_positive_ms), Duration::from_secs(1));
         assert_eq!(scaled_up(args.sweep_ms), Duration::from_secs(30));
         assert_eq!(args.stores(), [Store::Memory]);
+        assert_eq!((args.instances, args.routing), (1, Routing::Sticky));
         assert!(!args.needs_redis(), "the default run needs no Redis");
         assert!(!args.compare && !args.json && !args.quiet && args.plot.is_none());
     }
@@ -262,6 +292,10 @@ mod tests {
         ]);
         let layered = layered.unwrap();
         assert!(layered.needs_redis() && layered.remote_positive_ms == 0);
+        let fleet = parse(&["--compare", "--instances=4", "--routing", "round-robin"]).unwrap();
+        assert_eq!((fleet.instances, fleet.routing), (4, Routing::RoundRobin));
+        let fleet = parse(&["--backend=redis", "--instances", "64", "--routing=random"]);
+        assert_eq!(fleet.unwrap().routing, Routing::Random);
     }
 
     #[test]
@@ -282,6 +316,12 @@ mod tests {
             (&["--compare", "--backend", "memory"], "cannot be used with"),
             (&["--compare=yes"], "unexpected value"),
             (&["--redis-url", "redis://x/"], "not to --backend memory"),
+            (&["--instances", "0"], "0 is not in 1..=64"),
+            (&["--compare", "--instances=65"], "65 is not in 1..=64"),
+            (&["--instances", "2"], "or layered, not --backend memory"),
+            (&["--backend=noop", "--instances=2"], "not --backend noop"),
+            (&["--compare", "--routing=random"], "(pass --instances 2"),
+            (&["--instances=2", "--routing=some"], "invalid value"),
             (&["what"], "unexpected argument"),
         ] {
             let error = parse(bad).expect_err(&format!("{bad:?}"));

@@ -42,8 +42,12 @@ fn draw_on(root: &Area<'_>, summary: &Summary, counted: bool) -> Drawn {
     root.fill(&WHITE)?;
     let settings = &summary.settings;
     let stores: Vec<&str> = summary.runs.iter().map(|r| r.backend.type_name()).collect();
+    let fleet = match settings.instances {
+        1 => String::new(),
+        k => format!(" ({k} instances, routing {})", settings.routing.name()),
+    };
     let title = format!(
-        "liveness-sim: {}, {} runtimes, beat {} ms, ttl {} ms, {} s per store",
+        "liveness-sim: {}{fleet}, {} runtimes, beat {} ms, ttl {} ms, {} s per store",
         stores.join(" vs "),
         thousands(settings.runtimes as u64),
         settings.beat_ms,

@@ -91,9 +91,10 @@ fn percentiles(labels: [&'static str; 3], spans: &Durations) -> [(&'static str, 
 }
 
 /// The figures of one run, in the table's order: every run has every row, with no cell where
-/// it lacks the figure. (One row a line, as in the table, so rustfmt keeps off.)
+/// it lacks the figure; a fleet's run has one more. (One row a line, as in the table, so
+/// rustfmt keeps off.)
 #[rustfmt::skip]
-fn figures(r: &Run) -> Vec<(&'static str, Option<Cell>)> {
+fn figures(r: &Run, fleet: bool) -> Vec<(&'static str, Option<Cell>)> {
     let per_second = |n: u64| (r.seconds > 0.0).then(|| n as f64 / r.seconds);
     let redis = r.redis.as_ref();
     let per_beat = |command| share(*redis?.commands.get(command).unwrap_or(&0), r.touch.items);
@@ -123,13 +124,14 @@ fn figures(r: &Run) -> Vec<(&'static str, Option<Cell>)> {
         ("  MGET per beat", number(per_beat("mget"), fmt_ratio)),
         ("  GET (epoch) per beat", number(per_beat("get"), fmt_ratio)),
         ("round trips/s (3)", number(r.round_trips.and_then(per_second), count)),
+        ("round trips per beat (5)", number(r.round_trips.filter(|_| fleet).and_then(|n| share(n, r.touch.items)), fmt_ratio)),
         ("remote writes per beat (4)", number(stats.and_then(|s| share(s.remote_writes, s.touches)), fmt_ratio)),
         ("ids answered locally (4)", number(stats.and_then(|s| share(s.local_hits, s.local_hits + s.remote_lookups)), percent)),
     ]);
     rows
 }
 
-const FOOTNOTES: [&str; 4] = [
+const FOOTNOTES: [&str; 5] = [
     "(1) How long after its last touch + ttl a runtime that stopped beating still read alive;
       LayeredStore's bound is its debounce (clamped to ttl/2) + its remote-positive ttl.",
     "(2) Counted by Redis, not by the store: INFO commandstats before and after each run (and
@@ -140,12 +142,15 @@ const FOOTNOTES: [&str; 4] = [
       StoreStats::remote_write_batches + remote_lookup_batches.",
     "(4) The store's own StoreStats: remote_writes / touches, local_hits / (local_hits +
       remote_lookups).",
+    "(5) Of the whole fleet, the sweeper's instance included: Redis counts every instance's
+      commands (2); round trips (3) and StoreStats (4) are the instances' added up.",
 ];
 
 /// The report for people: what ran, the table, its footnotes, notes and the verdict.
 pub(crate) fn table(summary: &Summary) -> String {
     let runs = &summary.runs;
-    let columns: Vec<_> = runs.iter().map(figures).collect();
+    let fleet = summary.settings.instances > 1;
+    let columns: Vec<_> = runs.iter().map(|run| figures(run, fleet)).collect();
     let mut header = vec![String::new()];
     header.extend(runs.iter().map(|r| r.backend.type_name().to_owned()));
     if let [first, second] = &runs[..] {
@@ -237,9 +242,10 @@ fn header_lines(summary: &Summary) -> String {
         )
     });
     let interrupted = interrupted.unwrap_or_default();
-    let sends = match settings.touch {
-        Touch::Many => "a touch_many per shard wake-up with the beats due",
-        Touch::One => "one touch per beat",
+    let sends = match (settings.touch, settings.instances) {
+        (Touch::Many, 1) => "a touch_many per shard wake-up with the beats due",
+        (Touch::Many, _) => "a touch_many per shard wake-up and instance with the beats due",
+        (Touch::One, _) => "one touch per beat",
     };
     let ms = |ms: u64| Duration::from_millis(ms);
     let intervals = [
@@ -263,6 +269,14 @@ fn header_lines(summary: &Summary) -> String {
         SHARDS.min(settings.runtimes),
         settings.silent_percent,
     );
+    if settings.instances > 1 {
+        out.push_str(&format!(
+            "  fleet       {} instances of the store (a pool each) on one Redis, routing {}; \
+             the sweeper asks one more of its own\n",
+            settings.instances,
+            settings.routing.describe(),
+        ));
+    }
     if let Some(redis) = &summary.redis {
         let version = redis
             .version
@@ -330,6 +344,7 @@ pub(crate) mod tests {
     use liveness_store::{MemoryStore, NoopStore, StoreStats};
 
     use super::*;
+    use crate::fleet::Routing;
     use crate::redis_side::{Counted, Rate};
     use crate::run::tests::short_run;
 
@@ -417,6 +432,27 @@ pub(crate) mod tests {
             "one store: no ratio"
         );
         assert!(!table.contains("Redis commands") && !table.contains("(2)"));
+        assert!(!table.contains("fleet") && !table.contains("(5)"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_says_so_and_counts_round_trips_per_beat() {
+        let mut summary = compared().await;
+        (summary.settings.instances, summary.settings.routing) = (4, Routing::RoundRobin);
+        let table = table(&summary);
+        assert!(table.contains("fleet       4 instances of the store (a pool each)"));
+        assert!(table.contains("routing round-robin (the next instance per beat"));
+        assert!(table.contains("a touch_many per shard wake-up and instance"));
+        let redis = &summary.runs[0];
+        let per_beat = redis.round_trips.unwrap() as f64 / redis.touch.items as f64;
+        assert_eq!(
+            cells(&table, "round trips per beat (5)")[0],
+            fmt_ratio(per_beat)
+        );
+        assert!(table.contains("(5) Of the whole fleet"));
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["settings"]["instances"], 4);
+        assert_eq!(json["settings"]["routing"], "round-robin");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,9 +4,11 @@
 //! Each runtime beats at its own phase (a deterministic hash of its index), so beats spread
 //! evenly. [`SHARDS`] tasks drive them, not one task per runtime: a shard wakes up, sends every
 //! beat that came due in one `touch_many` (or one `touch` per beat with `--touch one`) and
-//! sleeps until the next is due. The sweeper asks `is_alive_batch` about every runtime each
-//! sweep interval, in chunks of `--batch` ids, one call after another. At half-time
-//! `--silent-percent` of the runtimes, evenly spread, stop beating for good.
+//! sleeps until the next is due. In a fleet each beat goes to the instance its routing picks,
+//! so a wake-up sends one `touch_many` per instance that has beats, one after another. The
+//! sweeper asks `is_alive_batch` about every runtime each sweep interval, in chunks of
+//! `--batch` ids, one call after another. At half-time `--silent-percent` of the runtimes,
+//! evenly spread, stop beating for good.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,12 +17,13 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use liveness_store::{LivenessStore, StoreStats};
+use liveness_store::StoreStats;
 use parking_lot::Mutex;
 use serde::{Serialize, Serializer};
 use testkit::false_dead::{FalseDead, Promise};
 use tokio::time::MissedTickBehavior;
 
+use crate::fleet::Fleet;
 use crate::redis_side::Counted;
 use crate::report::fmt_duration;
 use crate::stores::Store;
@@ -76,9 +79,10 @@ pub(crate) struct Run {
     /// read "alive" then.
     pub(crate) false_alive_delay: Durations,
     /// Calls that reached Redis: one per call for `RedisStore` (each is one pipeline), the
-    /// remote write and lookup batches of its stats for `LayeredStore`.
+    /// remote write and lookup batches of its stats for `LayeredStore`; a fleet's, all told.
     pub(crate) round_trips: Option<u64>,
-    /// The store's own counters; `None` when it keeps none (all but the layered store).
+    /// The store's own counters, a fleet's added up; `None` when it keeps none (all but the
+    /// layered store).
     pub(crate) store_stats: Option<StoreStats>,
     /// What Redis received, for the Redis-backed stores (added by the session).
     pub(crate) redis: Option<Counted>,
@@ -162,9 +166,8 @@ type Result<T> = liveness_store::Result<T>;
 
 /// What the shards, the sweeper and the progress bar share.
 pub(crate) struct Sim {
-    store: Arc<dyn LivenessStore>,
-    ids: Vec<String>,
-    silenced: Vec<bool>,
+    fleet: Fleet,
+    runtimes: Vec<Runtime>,
     ttl: Duration,
     beat_ns: u64,
     args: Args,
@@ -172,31 +175,39 @@ pub(crate) struct Sim {
     /// The figures so far. Each call's are added once it returned, so no latency includes
     /// the lock.
     pub(crate) run: Mutex<Run>,
-    /// Per runtime, when its last touch returned, `Ok` or not (ns since `start`): a failed
-    /// touch may still have written its record, so false-alive delays count from there.
-    last_return: Vec<AtomicU64>,
-    /// Per silenced runtime swept after its last touch plus the ttl, the longest it still read
-    /// "alive" then (ns), and whether it read "dead"; [`NEVER`] and false until then.
-    late_alive: Vec<AtomicU64>,
-    seen_dead: Vec<AtomicBool>,
     start: Instant,
     pub(crate) end_ns: u64,
     silence_ns: u64,
     stop: AtomicBool,
 }
 
-/// Drives `store` for the run's duration, or until Ctrl-C, moving `bar` along.
+/// One simulated runtime: its id and what its beats and the sweeps left behind. State a
+/// runtime carries from one beat to the next belongs here too.
+struct Runtime {
+    id: String,
+    /// Stops beating at half-time.
+    silenced: bool,
+    /// When its last touch returned, `Ok` or not (ns since `start`): a failed touch may still
+    /// have written its record, so false-alive delays count from there.
+    last_return: AtomicU64,
+    /// Once silenced and swept after its last touch plus the ttl, the longest it still read
+    /// "alive" then (ns), and whether it read "dead"; [`NEVER`] and false until then.
+    late_alive: AtomicU64,
+    seen_dead: AtomicBool,
+}
+
+/// Drives `fleet` for the run's duration, or until Ctrl-C, moving `bar` along.
 pub(crate) async fn simulate(
-    store: Arc<dyn LivenessStore>,
+    fleet: Fleet,
     backend: Store,
     args: &Args,
     bar: ProgressBar,
 ) -> std::result::Result<Run, String> {
-    let sim = Arc::new(Sim::new(store, args));
+    let sim = Arc::new(Sim::new(fleet, args));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(progress::follow(bar, Arc::clone(&sim)));
     tasks.spawn(sweep(Arc::clone(&sim)));
-    for shard in 0..SHARDS.min(sim.ids.len()) {
+    for shard in 0..SHARDS.min(sim.runtimes.len()) {
         tasks.spawn(beat(Arc::clone(&sim), shard));
     }
     let interrupted = tokio::select! {
@@ -209,23 +220,23 @@ pub(crate) async fn simulate(
         done.map_err(|error| format!("a task of the run failed: {error}"))?;
     }
 
-    let stats = sim.store.stats();
+    let stats = sim.fleet.stats();
     let mut run = std::mem::take(&mut *sim.run.lock());
     run.backend = backend;
-    run.available = sim.store.available();
+    run.available = sim.fleet.available();
     run.seconds = run_ns as f64 / 1e9;
     run.interrupted = interrupted;
     run.beats_scheduled = sim.scheduled_beats(run_ns);
-    run.silenced = sim.silenced.iter().filter(|&&s| s).count();
+    run.silenced = sim.runtimes.iter().filter(|r| r.silenced).count();
     run.silenced_seen_dead = sim
-        .seen_dead
+        .runtimes
         .iter()
-        .filter(|s| s.load(Ordering::Relaxed))
+        .filter(|r| r.seen_dead.load(Ordering::Relaxed))
         .count();
     for late in sim
-        .late_alive
+        .runtimes
         .iter()
-        .map(|late| late.load(Ordering::Relaxed))
+        .map(|r| r.late_alive.load(Ordering::Relaxed))
     {
         if late != NEVER {
             run.false_alive_delay.record(Duration::from_nanos(late));
@@ -241,23 +252,28 @@ pub(crate) async fn simulate(
 }
 
 impl Sim {
-    fn new(store: Arc<dyn LivenessStore>, args: &Args) -> Sim {
+    fn new(fleet: Fleet, args: &Args) -> Sim {
         let n = args.runtimes;
         let ttl = Duration::from_millis(args.ttl_ms);
         let end_ns = nanos(Duration::from_secs_f64(args.duration_secs));
         let silent = (n as f64 * args.silent_percent / 100.0).round() as usize;
+        let runtimes = spread(n, silent).into_iter().enumerate();
         Sim {
-            store,
-            ids: (0..n).map(|i| format!("sim-rt-{i:07}")).collect(),
-            silenced: spread(n, silent),
+            fleet,
+            runtimes: runtimes
+                .map(|(i, silenced)| Runtime {
+                    id: format!("sim-rt-{i:07}"),
+                    silenced,
+                    last_return: AtomicU64::new(NEVER),
+                    late_alive: AtomicU64::new(NEVER),
+                    seen_dead: AtomicBool::new(false),
+                })
+                .collect(),
             ttl,
             beat_ns: nanos(Duration::from_millis(args.beat_ms)),
             args: args.clone(),
             checker: FalseDead::new(n, ttl),
             run: Mutex::default(),
-            last_return: (0..n).map(|_| AtomicU64::new(NEVER)).collect(),
-            late_alive: (0..n).map(|_| AtomicU64::new(NEVER)).collect(),
-            seen_dead: (0..n).map(|_| AtomicBool::new(false)).collect(),
             start: Instant::now(),
             end_ns,
             silence_ns: end_ns / 2,
@@ -289,8 +305,7 @@ impl Sim {
     /// Beats due before `until_ns`.
     fn scheduled_beats(&self, until_ns: u64) -> u64 {
         let due = |runtime: usize| {
-            let silenced = self.silenced[runtime];
-            let until = if silenced {
+            let until = if self.runtimes[runtime].silenced {
                 until_ns.min(self.silence_ns)
             } else {
                 until_ns
@@ -300,14 +315,14 @@ impl Sim {
                 after => (after - 1) / self.beat_ns + 1,
             }
         };
-        (0..self.ids.len()).map(due).sum()
+        (0..self.runtimes.len()).map(due).sum()
     }
 }
 
 /// One shard: every [`SHARDS`]-th runtime from `shard` on, until the run is over.
 async fn beat(sim: Arc<Sim>, shard: usize) {
     // The shard's runtimes in beat order; beat `k` is `order[k % len]`'s, in round `k / len`.
-    let mut order: Vec<(u64, usize)> = (shard..sim.ids.len())
+    let mut order: Vec<(u64, usize)> = (shard..sim.runtimes.len())
         .step_by(SHARDS)
         .map(|runtime| (sim.phase_ns(runtime), runtime))
         .collect();
@@ -329,7 +344,7 @@ async fn beat(sim: Arc<Sim>, shard: usize) {
         while group.len() < MAX_GROUP && nth(k).0 <= now {
             let (due, runtime) = nth(k);
             k += 1;
-            if !(sim.silenced[runtime] && due >= sim.silence_ns) {
+            if !(sim.runtimes[runtime].silenced && due >= sim.silence_ns) {
                 first_due.get_or_insert(due);
                 group.push(runtime);
             }
@@ -349,21 +364,33 @@ async fn beat(sim: Arc<Sim>, shard: usize) {
 }
 
 impl Sim {
-    /// Sends the beats of `group` and records how each call went.
+    /// Sends the beats of `group`, each to its instance, and records how each call went.
     async fn send(&self, group: &[usize]) {
         let ttl = self.ttl;
         match self.args.touch {
             Touch::Many => {
-                let beats: Vec<(&str, Duration)> =
-                    group.iter().map(|&r| (self.ids[r].as_str(), ttl)).collect();
-                let start = Instant::now();
-                let result = self.store.touch_many(&beats).await;
-                self.touched(group, (start, Instant::now()), &result);
+                // A balancer routes beat by beat: each instance gets the beats routed to it.
+                let mut routed = vec![Vec::new(); self.fleet.len()];
+                for &runtime in group {
+                    routed[self.fleet.route(runtime)].push(runtime);
+                }
+                for (instance, group) in routed.iter().enumerate() {
+                    if group.is_empty() {
+                        continue;
+                    }
+                    let id = |r: usize| self.runtimes[r].id.as_str();
+                    let beats: Vec<(&str, Duration)> =
+                        group.iter().map(|&r| (id(r), ttl)).collect();
+                    let start = Instant::now();
+                    let result = self.fleet.instance(instance).touch_many(&beats).await;
+                    self.touched(group, (start, Instant::now()), &result);
+                }
             }
             Touch::One => {
                 for &runtime in group {
+                    let store = self.fleet.instance(self.fleet.route(runtime));
                     let start = Instant::now();
-                    let result = self.store.touch(&self.ids[runtime], ttl).await;
+                    let result = store.touch(&self.runtimes[runtime].id, ttl).await;
                     self.touched(&[runtime], (start, Instant::now()), &result);
                 }
             }
@@ -372,7 +399,10 @@ impl Sim {
 
     fn touched(&self, runtimes: &[usize], call: (Instant, Instant), result: &Result<()>) {
         for &runtime in runtimes {
-            self.last_return[runtime].store(self.ns(call.1), Ordering::Release);
+            let returned = self.ns(call.1);
+            self.runtimes[runtime]
+                .last_return
+                .store(returned, Ordering::Release);
             if result.is_ok() {
                 self.checker.touched(runtime, call.0);
             }
@@ -383,7 +413,7 @@ impl Sim {
 
 /// Asks about every runtime each sweep interval, until the run is over.
 async fn sweep(sim: Arc<Sim>) {
-    let ids: Vec<&str> = sim.ids.iter().map(String::as_str).collect();
+    let ids: Vec<&str> = sim.runtimes.iter().map(|r| r.id.as_str()).collect();
     let period = Duration::from_millis(sim.args.sweep_ms);
     let mut ticker = tokio::time::interval_at(sim.at(nanos(period)), period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -414,7 +444,7 @@ impl Sim {
             .map(|runtime| self.checker.promise(runtime))
             .collect();
         let start = Instant::now();
-        let result = self.store.is_alive_batch(chunk).await;
+        let result = self.fleet.sweeper().is_alive_batch(chunk).await;
         let end = Instant::now();
         let asked = self.ns(start);
         let mut broken = Vec::new();
@@ -424,7 +454,7 @@ impl Sim {
             {
                 broken.push((runtime, promise.touched, early));
             }
-            if self.silenced[runtime] && asked >= self.silence_ns {
+            if self.runtimes[runtime].silenced && asked >= self.silence_ns {
                 self.judge_silenced(runtime, alive, asked);
             }
         }
@@ -439,7 +469,7 @@ impl Sim {
             run.false_dead_examples.push(format!(
                 "{}: a touch called at {} returned Ok; the read ran from {} to {}, ending {} \
                  before the record was due to lapse",
-                self.ids[runtime],
+                self.runtimes[runtime].id,
                 t(touched),
                 t(start),
                 t(end),
@@ -451,21 +481,22 @@ impl Sim {
     /// A silenced runtime, asked about at `asked`: once its last touch plus the ttl is past,
     /// "alive" is late (the false-alive delay) and "dead" is what it should read.
     fn judge_silenced(&self, runtime: usize, alive: bool, asked: u64) {
-        let returned = self.last_return[runtime].load(Ordering::Acquire);
+        let runtime = &self.runtimes[runtime];
+        let returned = runtime.last_return.load(Ordering::Acquire);
         let lapses = returned.saturating_add(nanos(self.ttl));
         if returned == NEVER || asked < lapses {
             return;
         }
         let late = if alive { asked - lapses } else { 0 };
-        let longest = self.late_alive[runtime].load(Ordering::Relaxed);
+        let longest = runtime.late_alive.load(Ordering::Relaxed);
         let longest = if longest == NEVER {
             late
         } else {
             longest.max(late)
         };
-        self.late_alive[runtime].store(longest, Ordering::Relaxed);
+        runtime.late_alive.store(longest, Ordering::Relaxed);
         if !alive {
-            self.seen_dead[runtime].store(true, Ordering::Relaxed);
+            runtime.seen_dead.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -479,7 +510,7 @@ fn spread(n: usize, count: usize) -> Vec<bool> {
 }
 
 /// A well-mixed hash of `x` (SplitMix64's finaliser): deterministic phases, no `rand`.
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -489,8 +520,10 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use clap::Parser;
+    use liveness_store::LivenessStore;
 
     use super::*;
+    use crate::fleet::Routing;
 
     #[test]
     fn silenced_runtimes_are_exactly_counted_and_evenly_spread() {
@@ -503,6 +536,10 @@ pub(crate) mod tests {
 
     /// A short real run of `store`, for the tests of what renders runs.
     pub(crate) async fn short_run(backend: Store, store: Arc<dyn LivenessStore>) -> Run {
+        short_fleet_run(backend, Fleet::new(vec![store], Routing::Sticky)).await
+    }
+
+    async fn short_fleet_run(backend: Store, fleet: Fleet) -> Run {
         let args = Args::parse_from([
             "liveness-sim",
             "--runtimes=200",
@@ -513,7 +550,7 @@ pub(crate) mod tests {
             "--silent-percent=10",
         ]);
         let bar = ProgressBar::hidden();
-        simulate(store, backend, &args, bar).await.unwrap()
+        simulate(fleet, backend, &args, bar).await.unwrap()
     }
 
     /// Beats go out on schedule and every answer is judged: on a memory store no false dead,
@@ -532,5 +569,18 @@ pub(crate) mod tests {
         // Timing on a busy machine decides how many were swept in time, not whether any was.
         assert!(run.silenced_seen_dead > 0 && run.false_alive_delay.percentiles().is_some());
         assert!(run.store_stats.is_none() && run.round_trips.is_none());
+    }
+
+    /// A fleet's beats go to its instances and its sweeps to one of its own: here one that
+    /// knows nothing (a noop store), so that every answer is an `Err`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fleet_sweeps_through_an_instance_of_its_own() {
+        let memory: Arc<dyn LivenessStore> = Arc::new(liveness_store::MemoryStore::new());
+        let noop = Arc::new(liveness_store::NoopStore::new());
+        let stores = vec![Arc::clone(&memory), Arc::clone(&memory), memory, noop];
+        let run = short_fleet_run(Store::Memory, Fleet::new(stores, Routing::Random)).await;
+        assert!(run.touch.items > 0 && run.touch.failed_calls == 0);
+        assert!(run.batch.items > 0 && run.batch.failed_items == run.batch.items);
+        assert_eq!((run.false_dead, run.silenced_seen_dead), (0, 0));
     }
 }

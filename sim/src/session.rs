@@ -129,10 +129,14 @@ fn run_store(
     let url = redis.map(|r| r.url.as_str());
     let opened = runtime.block_on(stores::open(store, args, env, url))?;
     let duration = Duration::from_secs_f64(args.duration_secs);
+    let instances = match args.instances {
+        1 => String::new(),
+        k => format!("{k} instances of "),
+    };
     note(
         args,
         format!(
-            "{step}{} runtimes on {} for {} (Ctrl-C stops early)...",
+            "{step}{} runtimes on {instances}{} for {} (Ctrl-C stops early)...",
             thousands(args.runtimes as u64),
             store.type_name(),
             fmt_duration(duration)
@@ -147,7 +151,7 @@ fn run_store(
             .ok()
     });
     let bar = progress::bar(args.quiet, store.type_name(), duration);
-    let mut run = runtime.block_on(run::simulate(opened.store, store, args, bar))?;
+    let mut run = runtime.block_on(run::simulate(opened.fleet, store, args, bar))?;
     if let Some(sampler) = sampler {
         match sampler.finish() {
             Ok(counted) => run.redis = Some(counted),

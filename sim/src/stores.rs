@@ -1,5 +1,5 @@
 //! The stores a run drives, opened as a server would configure them, under the simulator's own
-//! key prefix.
+//! key prefix: `--instances` of them, as a fleet of servers would, sharing that prefix.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use liveness_store::{
 use serde::Serialize;
 
 use crate::Args;
+use crate::fleet::Fleet;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,13 +51,14 @@ impl Store {
 
 /// A store ready to drive.
 pub(crate) struct Opened {
-    pub(crate) store: Arc<dyn LivenessStore>,
-    /// The epoch record a Redis-backed store created: it has no expiry, so the session deletes
-    /// it after the run (the records expire by themselves).
+    pub(crate) fleet: Fleet,
+    /// The epoch record the Redis-backed instances share: it has no expiry, so the session
+    /// deletes it after the run (the records expire by themselves).
     pub(crate) epoch_key: Option<Vec<u8>>,
 }
 
-/// Opens `store`; the Redis-backed ones on `redis_url`, with the simulator's settings and the
+/// Opens `store`, as many instances as the fleet has, each as a server would (with a pool of
+/// its own); the Redis-backed ones on `redis_url`, with the simulator's settings and the
 /// operation timeout and recovery floor of `env` when set.
 pub(crate) async fn open(
     store: Store,
@@ -64,13 +66,29 @@ pub(crate) async fn open(
     env: &StoreConfig,
     redis_url: Option<&str>,
 ) -> Result<Opened, String> {
-    let plain = |store: Arc<dyn LivenessStore>| Opened {
-        store,
-        epoch_key: None,
-    };
+    let mut instances = Vec::new();
+    let mut epoch_key = None;
+    for _ in 0..Fleet::size(args.instances) {
+        let (instance, key) = open_one(store, args, env, redis_url).await?;
+        instances.push(instance);
+        epoch_key = key;
+    }
+    Ok(Opened {
+        fleet: Fleet::new(instances, args.routing),
+        epoch_key,
+    })
+}
+
+/// One instance of `store`, and the key of its epoch record if it has one.
+async fn open_one(
+    store: Store,
+    args: &Args,
+    env: &StoreConfig,
+    redis_url: Option<&str>,
+) -> Result<(Arc<dyn LivenessStore>, Option<Vec<u8>>), String> {
     let url = match (store, redis_url) {
-        (Store::Memory, _) => return Ok(plain(Arc::new(MemoryStore::new()))),
-        (Store::Noop, _) => return Ok(plain(Arc::new(NoopStore::new()))),
+        (Store::Memory, _) => return Ok((Arc::new(MemoryStore::new()), None)),
+        (Store::Noop, _) => return Ok((Arc::new(NoopStore::new()), None)),
         (_, Some(url)) => url,
         (_, None) => return Err(format!("{} needs a Redis URL", store.type_name())),
     };
@@ -92,10 +110,7 @@ pub(crate) async fn open(
     let redis = redis.build().await.map_err(failed)?;
     let epoch_key = Some(redis.epoch_key());
     if store == Store::Redis {
-        return Ok(Opened {
-            store: Arc::new(redis),
-            epoch_key,
-        });
+        return Ok((Arc::new(redis), epoch_key));
     }
     let mut layered = LayeredStore::builder(redis)
         .debounce(Duration::from_millis(args.debounce_ms))
@@ -103,8 +118,5 @@ pub(crate) async fn open(
     if let Some(timeout) = env.op_timeout {
         layered = layered.op_timeout(timeout);
     }
-    Ok(Opened {
-        store: Arc::new(layered.build().map_err(failed)?),
-        epoch_key,
-    })
+    Ok((Arc::new(layered.build().map_err(failed)?), epoch_key))
 }

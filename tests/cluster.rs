@@ -132,7 +132,11 @@ async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master
         cluster.reset_stats();
         store.is_alive_batch(&refs).await.unwrap();
         assert_eq!(cluster.calls("mget"), slots.len() as u64, "{name}: MGETs");
-        assert_eq!(cluster.calls("get"), 0, "{name}: GETs (no second round trip)");
+        assert_eq!(
+            cluster.calls("get"),
+            0,
+            "{name}: GETs (no second round trip)"
+        );
         assert_eq!(
             cluster.calls("script|exists"),
             masters,

@@ -70,15 +70,17 @@ impl Inner {
         // with their master's marker check.
         let mut vouched = std::collections::HashSet::new();
         let outcomes = self
-            .send_groups(groups, |part, reply| match read_lookup(part, reply, &mut alive)? {
-                Looked::Moved => Ok(false),
-                Looked::Read(record) => {
-                    if let Some(record) = record
-                        && self.observe_record(part, &record).vouches
-                    {
-                        vouched.insert(part.slot);
+            .send_groups(groups, |part, reply| {
+                match read_lookup(part, reply, &mut alive)? {
+                    Looked::Moved => Ok(false),
+                    Looked::Read(record) => {
+                        if let Some(record) = record
+                            && self.observe_record(part, &record).vouches
+                        {
+                            vouched.insert(part.slot);
+                        }
+                        Ok(true)
                     }
-                    Ok(true)
                 }
             })
             .await;

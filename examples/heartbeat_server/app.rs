@@ -9,7 +9,10 @@
 //! - `POST /runtimes/{id}/heartbeat` touches the store. The row is written at once when the
 //!   runtime was offline or never seen (a state transition), and queued for the batched writer
 //!   when the touch failed, the store is the noop store, or the row's `last_seen_at` is older
-//!   than the flush interval. Otherwise the beat costs no database write.
+//!   than the flush interval. Otherwise the beat costs no database write. The beat may carry a
+//!   lease (header `X-Liveness-Lease`, from the previous beat's answer, whichever instance gave
+//!   it); the answer carries the next one (the same header, and `lease` in the JSON), so that
+//!   behind any load balancer an instance coalesces beats another instance wrote.
 //! - The writer flushes the queue every writer interval, in one transaction.
 //! - The sweeper selects the online runtimes whose `last_seen_at` is older than the stale
 //!   window, asks the store which are alive, marks the others offline and forgets them.
@@ -23,11 +26,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use liveness_store::{Error, Instrumented, LivenessStore, validate};
+use liveness_store::{Error, Instrumented, Lease, LivenessStore, validate};
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -473,10 +476,20 @@ impl App {
         }
     }
 
-    /// One beat of `id` (already validated).
-    pub(crate) async fn beat(&self, id: &str) -> Result<DbWrite, ApiError> {
+    /// One beat of `id` (already validated), with the lease the runtime presented; the
+    /// database write it cost, and the lease to answer with.
+    pub(crate) async fn beat(
+        &self,
+        id: &str,
+        presented: Option<&Lease>,
+    ) -> Result<(DbWrite, Lease), ApiError> {
+        let touched = self
+            .store
+            .touch_lease(id, self.settings.ttl, presented)
+            .await;
         // The noop store's `Ok` means nothing was recorded: the database is the only truth.
-        let held = self.store.available() && self.store.touch(id, self.settings.ttl).await.is_ok();
+        let held = self.store.available() && touched.is_ok();
+        let lease = touched.unwrap_or_default();
         let now = now_ms();
         let owned = id.to_owned();
         let row = self.db(move |db| db.row(&owned)).await?;
@@ -507,7 +520,7 @@ impl App {
             }
             DbWrite::None => {}
         }
-        Ok(write)
+        Ok((write, lease))
     }
 
     fn count_heartbeat_rows(&self, rows: u64) {
@@ -663,19 +676,38 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The header a beat's lease travels in, both ways.
+pub(crate) const LEASE_HEADER: &str = "x-liveness-lease";
+
 #[derive(Serialize)]
 struct BeatAnswer {
     id: String,
     db_write: DbWrite,
+    /// The lease to present with the next beat (`-`: none).
+    lease: String,
 }
 
 async fn heartbeat(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-) -> Result<Json<BeatAnswer>, ApiError> {
+    headers: HeaderMap,
+) -> Result<([(&'static str, String); 1], Json<BeatAnswer>), ApiError> {
     validate::runtime_id(&id).map_err(|e| ApiError::bad_id(&e))?;
-    let db_write = app.beat(&id).await?;
-    Ok(Json(BeatAnswer { id, db_write }))
+    // A lease that does not parse is no lease: it costs the beat a write, never an error.
+    let presented: Option<Lease> = headers
+        .get(LEASE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(|text| text.parse().unwrap_or_default());
+    let (db_write, lease) = app.beat(&id, presented.as_ref()).await?;
+    let lease = lease.to_string();
+    Ok((
+        [(LEASE_HEADER, lease.clone())],
+        Json(BeatAnswer {
+            id,
+            db_write,
+            lease,
+        }),
+    ))
 }
 
 async fn runtime(

@@ -107,6 +107,10 @@ pub(crate) struct Args {
     /// Which instance takes each beat
     #[arg(long, value_enum, default_value_t)]
     pub(crate) routing: Routing,
+    /// Each runtime presents the lease its last beat returned with its next one, to whichever
+    /// instance (`touch_lease`, one call per beat)
+    #[arg(long)]
+    pub(crate) leases: bool,
     /// Print the figures as JSON on stdout instead of the table
     #[arg(long)]
     #[serde(skip)]

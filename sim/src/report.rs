@@ -277,6 +277,12 @@ fn header_lines(summary: &Summary) -> String {
             settings.routing.describe(),
         ));
     }
+    if settings.leases {
+        out.push_str(
+            "  leases      every runtime presents the lease its last beat returned with its next \
+             (one touch_lease per beat)\n",
+        );
+    }
     if let Some(redis) = &summary.redis {
         let version = redis
             .version

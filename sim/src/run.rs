@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use liveness_store::StoreStats;
+use liveness_store::{Lease, StoreStats};
 use parking_lot::Mutex;
 use serde::{Serialize, Serializer};
 use testkit::false_dead::{FalseDead, Promise};
@@ -194,6 +194,8 @@ struct Runtime {
     /// "alive" then (ns), and whether it read "dead"; [`NEVER`] and false until then.
     late_alive: AtomicU64,
     seen_dead: AtomicBool,
+    /// With `--leases`, the lease its last beat returned, presented with its next.
+    lease: Mutex<Option<Lease>>,
 }
 
 /// Drives `fleet` for the run's duration, or until Ctrl-C, moving `bar` along.
@@ -267,6 +269,7 @@ impl Sim {
                     last_return: AtomicU64::new(NEVER),
                     late_alive: AtomicU64::new(NEVER),
                     seen_dead: AtomicBool::new(false),
+                    lease: Mutex::new(None),
                 })
                 .collect(),
             ttl,
@@ -367,6 +370,20 @@ impl Sim {
     /// Sends the beats of `group`, each to its instance, and records how each call went.
     async fn send(&self, group: &[usize]) {
         let ttl = self.ttl;
+        if self.args.leases {
+            // A lease goes with one beat: one call per beat.
+            for &runtime in group {
+                let store = self.fleet.instance(self.fleet.route(runtime));
+                let holder = &self.runtimes[runtime];
+                let presented = holder.lease.lock().take();
+                let start = Instant::now();
+                let result = store.touch_lease(&holder.id, ttl, presented.as_ref()).await;
+                let call = (start, Instant::now());
+                let result = result.map(|lease| *holder.lease.lock() = Some(lease));
+                self.touched(&[runtime], call, &result);
+            }
+            return;
+        }
         match self.args.touch {
             Touch::Many => {
                 // A balancer routes beat by beat: each instance gets the beats routed to it.

@@ -114,7 +114,10 @@ async fn open_one(
     }
     let mut layered = LayeredStore::builder(redis)
         .debounce(Duration::from_millis(args.debounce_ms))
-        .remote_positive_ttl(Duration::from_millis(args.remote_positive_ms));
+        .remote_positive_ttl(Duration::from_millis(args.remote_positive_ms))
+        // The crate's 1 s margin for clock skew, scaled like every other duration: one
+        // machine, one clock.
+        .lease_skew_margin(Duration::from_secs(1) / crate::TIME_SCALE);
     if let Some(timeout) = env.op_timeout {
         layered = layered.op_timeout(timeout);
     }

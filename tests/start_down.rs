@@ -130,3 +130,46 @@ async fn a_layered_store_answers_locally_while_redis_is_down_and_writes_once_it_
         "the write went through"
     );
 }
+
+#[cfg(feature = "cluster")]
+#[tokio::test]
+async fn a_cluster_store_built_while_every_node_is_down_comes_up_when_they_start() {
+    use liveness_store::ClusterStore;
+    use support::cluster::RedisCluster;
+
+    let mut cluster = RedisCluster::start();
+    cluster.kill_all();
+    let store = ClusterStore::builder(cluster.seed_urls())
+        .key_prefix("late:")
+        .op_timeout(OP_TIMEOUT)
+        .connect_timeout(OP_TIMEOUT)
+        .breaker_cooldown(COOLDOWN)
+        .breaker_max_cooldown(MAX_COOLDOWN)
+        .build()
+        .await
+        .expect("starts down");
+    assert_eq!(store.health().status, HealthStatus::Down);
+    let started = Instant::now();
+    let touched = store.touch("rt", TTL).await;
+    let read = store.is_alive_batch(&["rt"]).await;
+    assert!(matches!(touched, Err(Error::Unavailable)), "{touched:?}");
+    assert!(matches!(read, Err(Error::Unavailable)), "{read:?}");
+    assert!(
+        started.elapsed() < OP_TIMEOUT / 10,
+        "{:?}",
+        started.elapsed()
+    );
+
+    cluster.restart_all();
+    let up = until_up(&store, MAX_COOLDOWN + OP_TIMEOUT + Duration::from_secs(2)).await;
+    println!("cluster store up {up:?} after the cluster was healthy again");
+    store.touch("rt", TTL).await.unwrap();
+    assert_eq!(store.is_alive_batch(&["rt"]).await.unwrap(), [true]);
+    let owner = cluster.owner_of_slot(RedisCluster::slot_of(b"late:rt"));
+    assert!(cluster.node(owner).get(b"late:rt").is_some());
+    // A cluster younger than the recovery window may lack records: "dead" waits.
+    assert!(matches!(
+        store.is_alive_batch(&["other"]).await,
+        Err(Error::Recovering { .. })
+    ));
+}

@@ -419,6 +419,23 @@ impl RedisCluster {
         self.wait_healthy();
     }
 
+    /// Kills every node (`SIGKILL`): nothing listens on any seed until
+    /// [`RedisCluster::restart_all`].
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+
+    /// Starts every killed node again on its port; each keeps `nodes.conf`, so the cluster
+    /// forms again with the same slots, empty. Waits until it is healthy (bounded, 20 s).
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.restart();
+        }
+        self.wait_healthy();
+    }
+
     /// `FLUSHALL` on every live master (replicas follow).
     pub fn flushall(&self) {
         for master in self.masters() {

@@ -97,9 +97,9 @@ pub mod validate;
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub use cluster::{ClusterStore, ClusterStoreBuilder};
 pub use config::{
-    Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS,
-    ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK, ENV_REQUIRE_CONNECTION,
-    StoreConfig, open,
+    Backend, ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_LEASE_SKEW_MARGIN_MS,
+    ENV_OP_TIMEOUT_MS, ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK,
+    ENV_REQUIRE_CONNECTION, StoreConfig, open,
 };
 pub use error::{Error, Result};
 pub use health::{Health, HealthStatus};

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use liveness_store::{Instrumented, LivenessStore, StoreConfig};
+use liveness_store::{HealthStatus, Instrumented, LivenessStore, StoreConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use support::RedisServer;
 
@@ -50,6 +50,8 @@ async fn server(backend: &str, redis_url: Option<&str>, dir: &tempfile::TempDir)
         "LIVENESS_DEBOUNCE_MS" => Some("300".into()),
         // Small but not zero: a Redis that lost its data is distrusted for a while.
         "LIVENESS_RECOVERY_FLOOR_MS" => Some("300".into()),
+        // The instances share this machine's clock; the 1 s default would outlast every lease.
+        "LIVENESS_LEASE_SKEW_MARGIN_MS" => Some("20".into()),
         _ => None,
     })
     .expect("store config");
@@ -76,7 +78,7 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Runtimes beating every [`BEAT`] until stopped; counts the beats the server took.
+/// Runtimes beating every [`BEAT`] until stopped; counts the beats the servers took.
 struct Beaters {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<u64>>,
@@ -84,20 +86,47 @@ struct Beaters {
 
 impl Beaters {
     fn start(server: &app::Server, ids: &[&str]) -> Beaters {
+        Beaters::start_routed(&[server], ids, false)
+    }
+
+    /// Each beat goes to one of `servers` drawn at random, as behind a load balancer that
+    /// spreads requests; with `leases`, it presents the lease the previous beat's answer
+    /// carried, as a runtime would.
+    fn start_routed(servers: &[&app::Server], ids: &[&str], leases: bool) -> Beaters {
         let stop = Arc::new(AtomicBool::new(false));
+        let addrs: Vec<_> = servers.iter().map(|server| server.addr).collect();
         let tasks = ids
             .iter()
-            .map(|id| {
-                let url = format!("http://{}/runtimes/{id}/heartbeat", server.addr);
+            .enumerate()
+            .map(|(index, id)| {
+                let urls: Vec<String> = addrs
+                    .iter()
+                    .map(|addr| format!("http://{addr}/runtimes/{id}/heartbeat"))
+                    .collect();
                 let stop = Arc::clone(&stop);
                 let client = client();
+                // xorshift64, seeded per runtime: reproducible draws, no dependency.
+                let mut draw = 0x9E37_79B9_7F4A_7C15_u64 ^ (index as u64 + 1);
                 tokio::spawn(async move {
                     let mut beats = 0;
+                    let mut lease = None::<String>;
                     let mut ticks = tokio::time::interval(BEAT);
                     while !stop.load(Relaxed) {
                         ticks.tick().await;
-                        let response = client.post(&url).send().await.expect("heartbeat");
+                        draw ^= draw << 13;
+                        draw ^= draw >> 7;
+                        draw ^= draw << 17;
+                        let url = &urls[(draw % urls.len() as u64) as usize];
+                        let mut request = client.post(url);
+                        if let Some(lease) = &lease {
+                            request = request.header(app::LEASE_HEADER, lease);
+                        }
+                        let response = request.send().await.expect("heartbeat");
                         assert!(response.status().is_success(), "{url}: {response:?}");
+                        if leases {
+                            let answered = response.headers().get(app::LEASE_HEADER);
+                            lease = answered.map(|value| value.to_str().unwrap().to_owned());
+                        }
                         beats += 1;
                     }
                     beats
@@ -362,4 +391,114 @@ async fn the_store_saves_database_writes() {
             );
         }
     }
+}
+
+/// Two instances behind a random router, sharing one Redis and one database. Without leases
+/// an instance coalesces only on records it wrote itself, so half the beats reach an instance
+/// that writes again; with them, whichever instance a beat reaches coalesces on the record the
+/// other wrote. The database sees no more writes either way: the row, not the instance, decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_keep_coalescing_across_two_instances_behind_a_random_router() {
+    let redis = RedisServer::start();
+    let run = Duration::from_millis(3000);
+    let mut runs = Vec::new();
+    for leases in [false, true] {
+        let ids: Vec<String> = (0..4).map(|i| format!("rt-{leases}-{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let a = server("layered", Some(&redis.url()), &dir).await;
+        let b = server("layered", Some(&redis.url()), &dir).await;
+        redis.reset_stats();
+        let beaters = Beaters::start_routed(&[&a, &b], &ids, leases);
+        tokio::time::sleep(run).await;
+        let beats = beaters.stop().await;
+        let sets = redis.calls("set");
+        a.app.flush().await;
+        b.app.flush().await;
+        let db_writes =
+            a.app.row_writes.heartbeat.load(Relaxed) + b.app.row_writes.heartbeat.load(Relaxed);
+        let per_beat = sets as f64 / beats as f64;
+        eprintln!(
+            "leases {leases}: {beats} beats, {sets} Redis SETs ({per_beat:.2} per beat), \
+             {db_writes} database row writes"
+        );
+        for id in &ids {
+            let row = status(&client(), &a, id).await;
+            assert_eq!(row.as_deref(), Some("online"), "{id}");
+        }
+        // The first beat, then a refresh per flush interval from each instance at most: both
+        // may queue one before either's writer has flushed it.
+        let per_runtime_bound = 1 + 2 * ((run.as_millis() / FLUSH.as_millis()) as u64 + 1);
+        assert!(
+            db_writes <= ids.len() as u64 * per_runtime_bound && db_writes * 3 < beats,
+            "leases {leases}: {db_writes} row writes for {beats} beats"
+        );
+        runs.push(per_beat);
+    }
+    let (without, with) = (runs[0], runs[1]);
+    // One instance writes about every third beat here (debounce 300 ms, beat 100 ms); leases
+    // bring the pair back to that, where without them about every other beat writes.
+    assert!(
+        with < without * 0.8,
+        "leases did not save writes: {with:.2} SETs per beat with, {without:.2} without"
+    );
+    assert!(with <= 0.45, "{with:.2} SETs per beat with leases");
+}
+
+/// A server started while Redis is down starts all the same and serves heartbeats from the
+/// database (the store holds none, so every beat is a row write); once Redis starts, the store
+/// comes up with no restart and beats coalesce again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_redis_is_down_serves_from_the_database_then_coalesces() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server("layered", Some(&redis.url()), &dir).await;
+    let store = server.app.store();
+    assert_eq!(store.health().status, HealthStatus::Down);
+    let ids = ["rt-1", "rt-2", "rt-3", "rt-4"];
+
+    let beaters = Beaters::start(&server, &ids);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let beats_down = beaters.stop().await;
+    server.app.flush().await;
+    let writes_down = server.app.row_writes.heartbeat.load(Relaxed);
+    assert_eq!(
+        writes_down, beats_down,
+        "Redis down: one row write per beat"
+    );
+    for id in ids {
+        assert_eq!(
+            status(&client(), &server, id).await.as_deref(),
+            Some("online")
+        );
+    }
+
+    redis.restart();
+    let started = Instant::now();
+    // The breaker's backoff has grown to 2 s at most here (1 s cooldown, doubled).
+    assert!(
+        eventually(Duration::from_secs(10), || store.health().status
+            != HealthStatus::Down)
+        .await,
+        "{:?}",
+        store.health()
+    );
+    eprintln!(
+        "store up {:?} after redis-server started",
+        started.elapsed()
+    );
+    let beaters = Beaters::start(&server, &ids);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let beats_up = beaters.stop().await;
+    server.app.flush().await;
+    let writes_up = server.app.row_writes.heartbeat.load(Relaxed) - writes_down;
+    eprintln!(
+        "down: {beats_down} beats, {writes_down} row writes; up: {beats_up} beats, {writes_up} row writes"
+    );
+    assert!(
+        writes_up * 3 < beats_up,
+        "Redis up: {writes_up} row writes for {beats_up} beats"
+    );
+    assert!(redis.calls("set") > 0, "the store writes Redis again");
 }

@@ -210,6 +210,9 @@ impl Db {
         let conn = Connection::open(path)?;
         // WAL: readers (GET, the sweeper's select) do not wait for the writer's transaction.
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Several instances may share the file, as a fleet shares its database: a writer waits
+        // for another's transaction instead of failing with "database is locked".
+        conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS agent_runtime (
                  id TEXT PRIMARY KEY,

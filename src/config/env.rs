@@ -21,6 +21,10 @@ pub const ENV_DEBOUNCE_MS: &str = "LIVENESS_DEBOUNCE_MS";
 /// Environment variable holding the recovery floor in milliseconds: the largest ttl callers
 /// pass (see `RedisStoreBuilder::recovery_floor`).
 pub const ENV_RECOVERY_FLOOR_MS: &str = "LIVENESS_RECOVERY_FLOOR_MS";
+/// Environment variable holding how far apart the wall clocks of a fleet's instances may be,
+/// in milliseconds: every lease is trusted for this much less (see
+/// `LayeredStoreBuilder::lease_skew_margin`).
+pub const ENV_LEASE_SKEW_MARGIN_MS: &str = "LIVENESS_LEASE_SKEW_MARGIN_MS";
 /// Environment variable that makes an unreachable Redis an error at start (`1`) instead of a
 /// store that starts down and connects in the background (`0`, the default).
 pub const ENV_REQUIRE_CONNECTION: &str = "LIVENESS_REQUIRE_CONNECTION";
@@ -36,6 +40,7 @@ impl StoreConfig {
     /// | `LIVENESS_OP_TIMEOUT_MS` | operation timeout in ms | `250` |
     /// | `LIVENESS_DEBOUNCE_MS` | the layered store's debounce window in ms | `30000` |
     /// | `LIVENESS_RECOVERY_FLOOR_MS` | the largest ttl callers pass, in ms: after a possible loss "dead" is distrusted for one and a half times this | `90000` |
+    /// | `LIVENESS_LEASE_SKEW_MARGIN_MS` | how far apart the instances' clocks may be, in ms: a lease is trusted for this much less than it says | `1000` |
     /// | `LIVENESS_REQUIRE_CONNECTION` | `1` (or `true`): an unreachable Redis fails `open()`; `0` (or `false`): the store starts down and connects in the background | `0` |
     ///
     /// Cluster seeds are split only at a comma that a URL scheme follows (`redis://`,
@@ -98,6 +103,7 @@ impl StoreConfig {
             op_timeout: milliseconds(ENV_OP_TIMEOUT_MS, false)?,
             debounce: milliseconds(ENV_DEBOUNCE_MS, true)?,
             recovery_floor: milliseconds(ENV_RECOVERY_FLOOR_MS, true)?,
+            lease_skew_margin: milliseconds(ENV_LEASE_SKEW_MARGIN_MS, true)?,
             require_connection: flag(ENV_REQUIRE_CONNECTION)?,
         })
     }
@@ -144,9 +150,11 @@ mod tests {
             ("LIVENESS_OP_TIMEOUT_MS", "100"),
             ("LIVENESS_DEBOUNCE_MS", "0"),
             ("LIVENESS_REQUIRE_CONNECTION", "True"),
+            ("LIVENESS_LEASE_SKEW_MARGIN_MS", "20"),
         ])
         .unwrap();
         assert_eq!(c.require_connection, Some(true));
+        assert_eq!(c.lease_skew_margin, Some(Duration::from_millis(20)));
         assert_eq!(c.backend, Backend::Redis);
         assert_eq!(c.redis_url.as_deref(), Some("redis://fallback/"));
         assert_eq!(c.key_prefix.as_deref(), Some("hb:"));
@@ -178,7 +186,11 @@ mod tests {
                 .to_string();
             assert!(e.contains("LIVENESS_REQUIRE_CONNECTION"), "{e}");
         }
-        for variable in ["LIVENESS_DEBOUNCE_MS", "LIVENESS_RECOVERY_FLOOR_MS"] {
+        for variable in [
+            "LIVENESS_DEBOUNCE_MS",
+            "LIVENESS_RECOVERY_FLOOR_MS",
+            "LIVENESS_LEASE_SKEW_MARGIN_MS",
+        ] {
             for bad in ["-5", "1.5", "90s", "99999999999999999999"] {
                 let e = config(&[(variable, bad)]).unwrap_err().to_string();
                 assert!(e.contains(variable), "{e}");

@@ -8,8 +8,8 @@ mod open;
 
 pub use backend::Backend;
 pub use env::{
-    ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_OP_TIMEOUT_MS, ENV_RECOVERY_FLOOR_MS,
-    ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK, ENV_REQUIRE_CONNECTION,
+    ENV_BACKEND, ENV_DEBOUNCE_MS, ENV_KEY_PREFIX, ENV_LEASE_SKEW_MARGIN_MS, ENV_OP_TIMEOUT_MS,
+    ENV_RECOVERY_FLOOR_MS, ENV_REDIS_URL, ENV_REDIS_URL_FALLBACK, ENV_REQUIRE_CONNECTION,
 };
 pub use open::open;
 
@@ -48,6 +48,9 @@ pub struct StoreConfig {
     pub debounce: Option<Duration>,
     /// The recovery floor, the largest ttl callers pass; `None` keeps 90 s.
     pub recovery_floor: Option<Duration>,
+    /// How far apart the layered instances' clocks may be (every lease is trusted for this
+    /// much less); `None` keeps 1 s.
+    pub lease_skew_margin: Option<Duration>,
     /// Whether an unreachable Redis fails `open()`; `None` keeps the builders' default (it
     /// does not: the store starts down and connects in the background).
     pub require_connection: Option<bool>,
@@ -62,6 +65,7 @@ impl fmt::Debug for StoreConfig {
             .field("op_timeout", &self.op_timeout)
             .field("debounce", &self.debounce)
             .field("recovery_floor", &self.recovery_floor)
+            .field("lease_skew_margin", &self.lease_skew_margin)
             .field("require_connection", &self.require_connection)
             .finish()
     }
@@ -118,6 +122,14 @@ impl StoreConfig {
     #[must_use]
     pub fn with_debounce(mut self, debounce: Duration) -> Self {
         self.debounce = Some(debounce);
+        self
+    }
+
+    /// Sets how far apart the layered instances' clocks may be (see
+    /// `LayeredStoreBuilder::lease_skew_margin`).
+    #[must_use]
+    pub fn with_lease_skew_margin(mut self, margin: Duration) -> Self {
+        self.lease_skew_margin = Some(margin);
         self
     }
 

@@ -98,5 +98,8 @@ fn layered_settings<R: LivenessStore + 'static>(
     if let Some(debounce) = config.debounce {
         builder = builder.debounce(debounce);
     }
+    if let Some(margin) = config.lease_skew_margin {
+        builder = builder.lease_skew_margin(margin);
+    }
     builder
 }

@@ -180,3 +180,27 @@ async fn stores_that_do_not_coalesce_issue_no_lease() {
     assert_eq!(lease.to_string(), "-");
     assert_eq!(redis.is_alive_batch(&["rt"]).await.unwrap(), [true]);
 }
+
+#[tokio::test]
+async fn every_lease_is_trusted_for_the_skew_margin_less() {
+    let server = RedisServer::start();
+    let a = instance(&server).await;
+    // The record lives 135 s (the ttl and its debounce); an instance that allows its peers'
+    // clocks to be 200 s apart cannot trust any of it.
+    let remote = support::store_builder(&server.url()).build().await.unwrap();
+    let wary = LayeredStore::builder(remote)
+        .lease_skew_margin(Duration::from_secs(200))
+        .build()
+        .unwrap();
+    let lease = a.touch_lease("rt", TTL, None).await.unwrap();
+    wary.touch_lease("rt", TTL, Some(&lease)).await.unwrap();
+    assert_eq!(
+        writes(wary.stats()),
+        (1, 0),
+        "the margin was not subtracted"
+    );
+    // The same lease, where the peers' clocks are trusted to agree within 10 ms, covers.
+    let trusting = instance(&server).await;
+    trusting.touch_lease("rt", TTL, Some(&lease)).await.unwrap();
+    assert_eq!(writes(trusting.stats()), (0, 1));
+}

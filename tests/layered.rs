@@ -215,6 +215,39 @@ async fn a_failed_write_fails_its_touches_and_the_next_touch_writes_again() {
     assert!(store.stats().errors >= 2);
 }
 
+/// Past its capacity the local layer evicts entries; that costs remote calls, never a wrong
+/// answer: every runtime touched reads alive (from the remote where its entry is gone), and a
+/// forgotten one reads dead.
+#[tokio::test(start_paused = true)]
+async fn past_its_capacity_the_store_answers_from_the_remote() {
+    let remote = Arc::new(MemoryStore::new());
+    let store = LayeredStore::builder(Arc::clone(&remote))
+        .local_capacity(100)
+        .build()
+        .unwrap();
+    let ids: Vec<String> = (0..10_000).map(|i| format!("rt-{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for chunk in ids.chunks(500) {
+        let beats: Vec<(&str, Duration)> = chunk
+            .iter()
+            .map(|id| (*id, Duration::from_secs(90)))
+            .collect();
+        store.touch_many(&beats).await.unwrap();
+    }
+    store.forget("rt-7").await;
+    let answers = store.is_alive_batch(&ids).await.unwrap();
+    for (id, alive) in ids.iter().zip(&answers) {
+        assert_eq!(*alive, *id != "rt-7", "{id}");
+    }
+    let stats = store.stats();
+    assert_eq!(stats.local_hits + stats.remote_lookups, ids.len() as u64);
+    assert!(
+        stats.local_hits <= 100 + 500,
+        "{} local answers past a capacity of 100",
+        stats.local_hits
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn remote_positives_are_cached_and_negatives_are_not() {
     let remote = MemoryStore::new();

@@ -21,37 +21,24 @@ pub(super) fn set_command(key: &[u8], ttl: Duration, now_ms: u64) -> Cmd {
     command
 }
 
-/// What one lookup command's reply said.
-enum Looked {
-    /// A redirect: send the command again.
-    Moved,
-    /// The keys' answers are in `alive`; the record read with them, if any, is this reply.
-    Read(Option<Value>),
-}
-
-/// Reads one lookup command's reply into `alive`; the slot's record, read last in the same
-/// `MGET` when the part has a check, comes back for the caller to observe.
+/// Reads one lookup command's reply into `alive`: `Ok(false)` for a redirect.
 fn read_lookup(
     part: &Part,
     reply: &Value,
     alive: &mut [bool],
-) -> std::result::Result<Looked, RedisError> {
-    let expected = part.positions.len() + usize::from(part.check.is_some());
+) -> std::result::Result<bool, RedisError> {
     let values = match reply {
-        Value::Array(values) if values.len() == expected => values.as_slice(),
-        Value::Nil | Value::BulkString(_) | Value::SimpleString(_) if expected == 1 => {
+        Value::Array(values) if values.len() == part.positions.len() => values.as_slice(),
+        Value::Nil | Value::BulkString(_) | Value::SimpleString(_) if part.positions.len() == 1 => {
             std::slice::from_ref(reply)
         }
-        Value::ServerError(error) if redirected(error.kind()) => return Ok(Looked::Moved),
+        Value::ServerError(error) if redirected(error.kind()) => return Ok(false),
         other => return Err(unexpected(other)),
     };
     for (&position, value) in part.positions.iter().zip(values) {
         alive[position] = !matches!(value, Value::Nil);
     }
-    let record = part
-        .check
-        .and_then(|_| values.get(part.positions.len()).cloned());
-    Ok(Looked::Read(record))
+    Ok(true)
 }
 
 impl Inner {
@@ -64,45 +51,25 @@ impl Inner {
         let op = "is_alive_batch";
         let slots = self.slots(keys);
         let topology = self.topology.current();
-        let groups = plan::lookups(&topology, &self.losses, keys, &slots, self.max_batch);
+        let groups = plan::lookups(&topology, keys, &slots, self.max_batch);
         let mut alive = vec![false; keys.len()];
-        // Slots whose "dead" answers their own record vouched for, in a pipeline that ended
-        // with their master's marker check.
-        let mut vouched = std::collections::HashSet::new();
         let outcomes = self
-            .send_groups(groups, |part, reply| {
-                match read_lookup(part, reply, &mut alive)? {
-                    Looked::Moved => Ok(false),
-                    Looked::Read(record) => {
-                        if let Some(record) = record
-                            && self.observe_record(part, &record).vouches
-                        {
-                            vouched.insert(part.slot);
-                        }
-                        Ok(true)
-                    }
-                }
-            })
+            .send_groups(groups, |part, reply| read_lookup(part, reply, &mut alive))
             .await;
         let retry = match self.settle(op, outcomes) {
             Ok(retry) => retry,
             Err(failure) => return failure.into(),
         };
         if !retry.is_empty() {
-            // Each command again, without the record: redis-rs routes it by its one slot, and
-            // a record read there vouches for nothing (no marker check follows it).
+            // Each command again as it was: redis-rs routes it by its one slot.
             let commands = retry
                 .iter()
-                .map(|part| plan::lookup_command(keys, part.slot, &part.positions, None).0)
+                .map(|part| plan::lookup_command(keys, part.slot, &part.positions).0)
                 .collect();
             for (part, reply) in retry.iter().zip(self.resend(commands).await) {
-                let moved = Part {
-                    check: None,
-                    ..part.clone()
-                };
-                let read = reply.and_then(|value| match read_lookup(&moved, &value, &mut alive) {
-                    Ok(Looked::Read(_)) => Ok(()),
-                    Ok(Looked::Moved) => Err(unexpected(&value)),
+                let read = reply.and_then(|value| match read_lookup(part, &value, &mut alive) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(unexpected(&value)),
                     Err(error) => Err(error),
                 });
                 if let Err(error) = read {
@@ -110,16 +77,16 @@ impl Inner {
                 }
             }
         }
-        // "Dead" answers whose slot's record was not read beside them (it moved) are vouched
-        // for in one more round trip; a batch where every runtime is alive needs none.
-        let mut unvouched: Vec<u16> = (0..keys.len())
-            .filter(|&position| !alive[position] && !vouched.contains(&slots[position]))
+        // "Dead" answers are vouched for by their slots' records and masters' markers, read
+        // after them; a batch where every runtime is alive needs none.
+        let mut dead_slots: Vec<u16> = (0..keys.len())
+            .filter(|&position| !alive[position])
             .map(|position| slots[position])
             .collect();
-        if !unvouched.is_empty() {
-            unvouched.sort_unstable();
-            unvouched.dedup();
-            match self.vouch(&unvouched).await {
+        if !dead_slots.is_empty() {
+            dead_slots.sort_unstable();
+            dead_slots.dedup();
+            match self.vouch(&dead_slots).await {
                 Ok(true) => {}
                 Ok(false) => {
                     return Attempt::answered(Err(Error::backend(

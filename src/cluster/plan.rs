@@ -75,38 +75,23 @@ fn by_master(topology: &Topology, slots: &[u16]) -> Vec<Vec<usize>> {
     groups
 }
 
-/// The lookup of `positions`, all in `slot`: `GET` for one key, `MGET` for more; with
-/// `records`, the slot's epoch record read in the same `MGET`, after the keys.
-pub(super) fn lookup_command(
-    keys: &[Vec<u8>],
-    slot: u16,
-    positions: &[usize],
-    records: Option<&SlotRecords>,
-) -> (Cmd, Part) {
-    let record = records.and_then(|records| Some((records.check(slot)?, records.key(slot)?)));
-    let single = positions.len() == 1 && record.is_none();
-    let mut command = redis::cmd(if single { "GET" } else { "MGET" });
+/// The lookup of `positions`, all in `slot`: `GET` for one key, `MGET` for more.
+pub(super) fn lookup_command(keys: &[Vec<u8>], slot: u16, positions: &[usize]) -> (Cmd, Part) {
+    let mut command = redis::cmd(if positions.len() == 1 { "GET" } else { "MGET" });
     for &position in positions {
         command.arg(&keys[position]);
-    }
-    if let Some((_, key)) = record {
-        command.arg(key);
     }
     let part = Part {
         slot,
         positions: positions.to_vec(),
-        check: record.map(|(check, _)| check),
+        check: None,
     };
     (command, part)
 }
 
-/// Lookups: per master, one command per slot of at most `max_batch` keys, the last of each
-/// slot reading the slot's epoch record too (one `MGET` holds one slot, so the record lies in
-/// the same slot as the keys), then the master's marker check: a "dead" answer is vouched for
-/// in the same round trip as it is read.
+/// Lookups: per master, one command per slot of at most `max_batch` keys.
 pub(super) fn lookups(
     topology: &Topology,
-    losses: &LossWatch,
     keys: &[Vec<u8>],
     slots: &[u16],
     max_batch: usize,
@@ -118,18 +103,13 @@ pub(super) fn lookups(
             let mut parts = Vec::new();
             for same_slot in positions.chunk_by(|&a, &b| slots[a] == slots[b]) {
                 let slot = slots[same_slot[0]];
-                let chunks = same_slot.chunks(max_batch);
-                let last = chunks.len() - 1;
-                for (n, chunk) in chunks.enumerate() {
-                    let records = (n == last).then_some(&losses.records);
-                    let (command, part) = lookup_command(keys, slot, chunk, records);
+                for chunk in same_slot.chunks(max_batch) {
+                    let (command, part) = lookup_command(keys, slot, chunk);
                     pipeline.add_command(command);
                     parts.push(part);
                 }
             }
-            let route_slot = slots[positions[0]];
-            let marker = marker_check(topology, losses, route_slot, &mut pipeline);
-            Group::new(route_slot, pipeline, parts, marker)
+            Group::new(slots[positions[0]], pipeline, parts, None)
         })
         .collect()
 }

@@ -22,7 +22,6 @@ use crate::{Error, Result};
 pub struct ClusterStoreBuilder {
     seeds: Vec<String>,
     settings: RemoteSettings,
-    require_connection: bool,
 }
 
 impl fmt::Debug for ClusterStoreBuilder {
@@ -30,7 +29,6 @@ impl fmt::Debug for ClusterStoreBuilder {
         f.debug_struct("ClusterStoreBuilder")
             .field("seeds", &redacted(&self.seeds))
             .field("settings", &self.settings)
-            .field("require_connection", &self.require_connection)
             .finish()
     }
 }
@@ -49,7 +47,6 @@ impl ClusterStoreBuilder {
         ClusterStoreBuilder {
             seeds,
             settings: RemoteSettings::default(),
-            require_connection: false,
         }
     }
 
@@ -129,7 +126,13 @@ impl ClusterStoreBuilder {
     ///
     /// Defaults to `false`: the store starts down and connects in the background.
     pub fn require_connection(mut self, require: bool) -> Self {
-        self.require_connection = require;
+        self.settings.require_connection = require;
+        self
+    }
+
+    /// The settings `config` holds, over these.
+    pub(crate) fn configured(mut self, config: &crate::StoreConfig) -> Self {
+        self.settings = self.settings.configured(config);
         self
     }
 
@@ -155,6 +158,7 @@ impl ClusterStoreBuilder {
             max_batch,
             breaker: breaker_settings,
             recovery_floor,
+            require_connection,
         } = self.settings;
         let seeds = self.seeds.join(",");
         let name = redacted(&self.seeds);
@@ -186,7 +190,7 @@ impl ClusterStoreBuilder {
         let connecting = match inner.contact(connect_timeout).await {
             Ok(()) => None,
             Err(failure) => {
-                let error = failure.at_build(self.require_connection)?;
+                let error = failure.at_build(require_connection)?;
                 let retry = Arc::clone(&inner);
                 Some(keep_trying(
                     breaker,

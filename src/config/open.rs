@@ -51,39 +51,19 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn LivenessStore>> {
 
 #[cfg(feature = "redis")]
 async fn redis_store(config: &StoreConfig) -> Result<crate::RedisStore> {
-    let mut builder = crate::RedisStore::builder(config.require_redis_url()?);
-    if let Some(prefix) = &config.key_prefix {
-        builder = builder.key_prefix(prefix);
-    }
-    if let Some(timeout) = config.op_timeout {
-        builder = builder.op_timeout(timeout);
-    }
-    if let Some(floor) = config.recovery_floor {
-        builder = builder.recovery_floor(floor);
-    }
-    if let Some(require) = config.require_connection {
-        builder = builder.require_connection(require);
-    }
-    builder.build().await
+    crate::RedisStore::builder(config.require_redis_url()?)
+        .configured(config)
+        .build()
+        .await
 }
 
 #[cfg(feature = "cluster")]
 async fn cluster_store(config: &StoreConfig) -> Result<crate::ClusterStore> {
     let seeds = crate::urls::split_seeds(config.require_redis_url()?);
-    let mut builder = crate::ClusterStore::builder(seeds);
-    if let Some(prefix) = &config.key_prefix {
-        builder = builder.key_prefix(prefix);
-    }
-    if let Some(timeout) = config.op_timeout {
-        builder = builder.op_timeout(timeout);
-    }
-    if let Some(floor) = config.recovery_floor {
-        builder = builder.recovery_floor(floor);
-    }
-    if let Some(require) = config.require_connection {
-        builder = builder.require_connection(require);
-    }
-    builder.build().await
+    crate::ClusterStore::builder(seeds)
+        .configured(config)
+        .build()
+        .await
 }
 
 /// The layered settings a configuration holds.

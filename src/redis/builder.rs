@@ -22,7 +22,6 @@ pub struct RedisStoreBuilder {
     url: String,
     settings: RemoteSettings,
     pool_size: u32,
-    require_connection: bool,
     /// Set in `tls.rs`, with the rest of the TLS plumbing.
     pub(super) tls: TlsSettings,
 }
@@ -33,7 +32,6 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("url", &redact_url(&self.url))
             .field("tls", &self.tls)
             .field("pool_size", &self.pool_size)
-            .field("require_connection", &self.require_connection)
             .field("settings", &self.settings)
             .finish()
     }
@@ -45,7 +43,6 @@ impl RedisStoreBuilder {
             url: url.to_owned(),
             settings: RemoteSettings::default(),
             pool_size: 8,
-            require_connection: false,
             tls: TlsSettings::default(),
         }
     }
@@ -153,7 +150,13 @@ impl RedisStoreBuilder {
     ///
     /// Defaults to `false`.
     pub fn require_connection(mut self, require: bool) -> Self {
-        self.require_connection = require;
+        self.settings.require_connection = require;
+        self
+    }
+
+    /// The settings `config` holds, over these.
+    pub(crate) fn configured(mut self, config: &crate::StoreConfig) -> Self {
+        self.settings = self.settings.configured(config);
         self
     }
 
@@ -178,6 +181,7 @@ impl RedisStoreBuilder {
             max_batch,
             breaker: breaker_settings,
             recovery_floor,
+            require_connection,
         } = self.settings;
         let manager = tls::connection_manager(&self.url, &self.tls)?;
         let pool = bb8::Pool::builder()
@@ -208,7 +212,7 @@ impl RedisStoreBuilder {
         let connecting = match contact.first().await {
             Ok(()) => None,
             Err(failure) => {
-                let error = failure.at_build(self.require_connection)?;
+                let error = failure.at_build(require_connection)?;
                 let retry = Arc::clone(&contact);
                 Some(keep_trying(
                     Arc::clone(&breaker),

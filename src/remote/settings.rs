@@ -20,6 +20,8 @@ pub(crate) struct RemoteSettings {
     pub(crate) max_batch: usize,
     pub(crate) breaker: BreakerSettings,
     pub(crate) recovery_floor: Duration,
+    /// Whether a backend that cannot be reached at build fails the build.
+    pub(crate) require_connection: bool,
 }
 
 impl Default for RemoteSettings {
@@ -32,11 +34,23 @@ impl Default for RemoteSettings {
             breaker: BreakerSettings::default(),
             // The reference deployment's ttl.
             recovery_floor: Duration::from_secs(90),
+            require_connection: false,
         }
     }
 }
 
 impl RemoteSettings {
+    /// These settings with what `config` sets over them.
+    pub(crate) fn configured(mut self, config: &crate::StoreConfig) -> Self {
+        if let Some(prefix) = &config.key_prefix {
+            prefix.clone_into(&mut self.key_prefix);
+        }
+        self.op_timeout = config.op_timeout.unwrap_or(self.op_timeout);
+        self.recovery_floor = config.recovery_floor.unwrap_or(self.recovery_floor);
+        self.require_connection = config.require_connection.unwrap_or(self.require_connection);
+        self
+    }
+
     /// An [`Error::Config`] naming the first setting out of bounds.
     pub(crate) fn check(&self) -> Result<()> {
         let problem = if self.op_timeout.is_zero() || self.op_timeout > MAX_TTL {

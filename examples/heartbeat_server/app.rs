@@ -1,6 +1,6 @@
 //! The heartbeat server: HTTP handlers, the batched database writer and the sweeper.
 //!
-//! Shared by `main.rs` (the example) and `tests/heartbeat_server.rs` (which starts the same app
+//! Shared by `main.rs` (the example) and `tests/it/heartbeat_server.rs` (which starts the same app
 //! in process), so the test exercises exactly what the example runs.
 //!
 //! The flow is the reference server's. SQLite's `agent_runtime` table is the authority on

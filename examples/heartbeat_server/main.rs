@@ -10,7 +10,7 @@
 //! curl localhost:8080/metrics
 //! ```
 //!
-//! `--help` lists the flags; the logic is in `app.rs`, shared with `tests/heartbeat_server.rs`.
+//! `--help` lists the flags; the logic is in `app.rs`, shared with `tests/it/heartbeat_server.rs`.
 #![forbid(unsafe_code)]
 
 // The end-to-end test uses a few items the binary does not.

@@ -9,8 +9,6 @@
     allow(dead_code, unused_macros)
 )]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +18,9 @@ use liveness_store::{Error, LivenessStore, NoopStore};
 struct Subject {
     store: Arc<dyn LivenessStore>,
     /// The Redis the store talks to, kept alive for the test and asked for command counts.
-    server: Option<support::RedisServer>,
+    server: Option<crate::support::RedisServer>,
     /// The Redis Cluster the store talks to, shared by the cases of one test.
-    cluster: Option<Arc<support::cluster::RedisCluster>>,
+    cluster: Option<Arc<crate::support::cluster::RedisCluster>>,
     /// `true`: tokio's paused clock, advanced exactly. `false`: real time, where Redis expires.
     paused_clock: bool,
     /// The layered store's false-"alive" allowance past a record's ttl (debounce and
@@ -51,8 +49,8 @@ impl Subject {
 
     #[cfg(feature = "redis")]
     async fn redis() -> Subject {
-        let server = support::RedisServer::start();
-        let store = support::store_builder(&server.url())
+        let server = crate::support::RedisServer::start();
+        let store = crate::support::store_builder(&server.url())
             .build()
             .await
             .expect("connect to the test redis");
@@ -94,14 +92,17 @@ impl Subject {
     async fn layered_redis() -> Subject {
         let base = Subject::redis().await;
         let url = base.server.as_ref().unwrap().url();
-        let remote = support::store_builder(&url).build().await.unwrap();
+        let remote = crate::support::store_builder(&url).build().await.unwrap();
         Subject::layered(remote, base)
     }
 
     /// A `ClusterStore` on `cluster`, its keys under `prefix` so that the cases sharing one
     /// cluster do not see each other's records.
     #[cfg(feature = "cluster")]
-    async fn cluster(cluster: &Arc<support::cluster::RedisCluster>, prefix: &str) -> Subject {
+    async fn cluster(
+        cluster: &Arc<crate::support::cluster::RedisCluster>,
+        prefix: &str,
+    ) -> Subject {
         let store = cluster_store(cluster, prefix).await;
         Subject {
             store: Arc::new(store),
@@ -114,7 +115,7 @@ impl Subject {
 
     #[cfg(all(feature = "layered", feature = "cluster"))]
     async fn layered_cluster(
-        cluster: &Arc<support::cluster::RedisCluster>,
+        cluster: &Arc<crate::support::cluster::RedisCluster>,
         prefix: &str,
     ) -> Subject {
         let remote = cluster_store(cluster, prefix).await;
@@ -181,7 +182,7 @@ const LONG: Duration = Duration::from_secs(90);
 
 #[cfg(feature = "cluster")]
 async fn cluster_store(
-    cluster: &support::cluster::RedisCluster,
+    cluster: &crate::support::cluster::RedisCluster,
     prefix: &str,
 ) -> liveness_store::ClusterStore {
     liveness_store::ClusterStore::builder(cluster.seed_urls())
@@ -441,7 +442,7 @@ macro_rules! whole_suite_on_one_cluster {
     ($name:ident, $subject:path) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let cluster = Arc::new(support::cluster::RedisCluster::start());
+            let cluster = Arc::new(crate::support::cluster::RedisCluster::start());
             macro_rules! case {
                 ($case:ident) => {
                     let prefix = concat!(stringify!($name), ":", stringify!($case), ":");

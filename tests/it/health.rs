@@ -2,13 +2,11 @@
 //! `redis-server` processes.
 #![cfg(feature = "redis")]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::RedisServer;
+use crate::support::logs::LogBuffer;
 use liveness_store::{Error, HealthStatus, LivenessStore, RedisStore, RedisStoreBuilder};
-use support::RedisServer;
-use support::logs::LogBuffer;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(200);
 const COOLDOWN: Duration = Duration::from_millis(100);
@@ -16,7 +14,7 @@ const COOLDOWN: Duration = Duration::from_millis(100);
 const FAILURE_THRESHOLD: u32 = 5;
 
 fn builder(server: &RedisServer) -> RedisStoreBuilder {
-    support::store_builder(&server.url())
+    crate::support::store_builder(&server.url())
         .op_timeout(OP_TIMEOUT)
         .connect_timeout(OP_TIMEOUT)
         .breaker_cooldown(COOLDOWN)

@@ -7,13 +7,11 @@
 //! cut short by the timeout would fail the test.
 #![cfg(feature = "redis")]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::RedisServer;
+use crate::support::logs::LogBuffer;
 use liveness_store::{Backend, Error, LivenessStore, RedisStore, StoreConfig};
-use support::RedisServer;
-use support::logs::LogBuffer;
 
 const TTL: Duration = Duration::from_secs(90);
 /// Far above anything a refused connection needs: a failure that takes this long was a hang.
@@ -63,7 +61,7 @@ fn requirepass_url(server: &RedisServer, password: &str) -> String {
 /// Builds a store on `url` and returns the result with how long it took.
 async fn build(url: &str) -> (liveness_store::Result<RedisStore>, Duration) {
     let started = Instant::now();
-    let result = support::store_builder(url)
+    let result = crate::support::store_builder(url)
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .await;
@@ -238,7 +236,7 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     }
 
     // A working store, and its Debug.
-    let store = support::store_builder(&good_url)
+    let store = crate::support::store_builder(&good_url)
         .op_timeout(Duration::from_millis(200))
         .build()
         .await
@@ -247,7 +245,10 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     shown.push(("RedisStore Debug".into(), format!("{store:?}")));
     #[cfg(feature = "layered")]
     {
-        let remote = support::store_builder(&good_url).build().await.unwrap();
+        let remote = crate::support::store_builder(&good_url)
+            .build()
+            .await
+            .unwrap();
         let layered = liveness_store::LayeredStore::new(remote);
         shown.push(("LayeredStore Debug".into(), format!("{layered:?}")));
     }
@@ -268,7 +269,7 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     let nobody_url = format!("redis://alice:{}@127.0.0.1:{nobody}/", encode(ACL_PASSWORD));
     errors.push((
         "unreachable host",
-        support::store_builder(&nobody_url)
+        crate::support::store_builder(&nobody_url)
             .connect_timeout(CONNECT_TIMEOUT)
             .require_connection(true)
             .build()
@@ -485,7 +486,7 @@ mod tls {
         ca: Option<&Ca>,
     ) -> (liveness_store::Result<RedisStore>, Duration) {
         let started = Instant::now();
-        let mut builder = support::store_builder(url).connect_timeout(CONNECT_TIMEOUT);
+        let mut builder = crate::support::store_builder(url).connect_timeout(CONNECT_TIMEOUT);
         if let Some(ca) = ca {
             builder = builder.tls_root_certificate(ca.pem.as_bytes());
         }

@@ -3,8 +3,6 @@
 //! commands.
 #![cfg(all(feature = "layered", feature = "memory"))]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -696,16 +694,19 @@ async fn invalid_settings_are_refused() {
 #[cfg(feature = "redis")]
 mod over_redis {
     use super::*;
+    use crate::support::RedisServer;
     use liveness_store::RedisStore;
-    use support::RedisServer;
 
     async fn redis(server: &RedisServer) -> RedisStore {
-        support::store_builder(&server.url()).build().await.unwrap()
+        crate::support::store_builder(&server.url())
+            .build()
+            .await
+            .unwrap()
     }
 
     /// A Redis store whose calls may take seconds, for tests about counts, not latency.
     async fn relaxed_redis(server: &RedisServer) -> RedisStore {
-        support::store_builder(&server.url())
+        crate::support::store_builder(&server.url())
             .op_timeout(Duration::from_secs(5))
             .build()
             .await

@@ -5,21 +5,19 @@
 //! Every case asserts both halves of what a liveness store owes its caller under failure:
 //! **bounded** — every call returns within the operation timeout plus 50 ms — and **no false
 //! dead** — no instance answers `Ok(false)` for a runtime within its ttl of a touch that
-//! returned `Ok`. Each case prints its worst latencies (`cargo test --test faults --
-//! --nocapture`).
+//! returned `Ok`. Each case prints its worst latencies (`cargo test --all-features --test it
+//! faults:: -- --nocapture`).
 #![cfg(all(feature = "redis", feature = "layered"))]
-
-mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::RedisServer;
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::workload::{Call, Outcome, Report};
 use liveness_store::{Error, HealthStatus, LayeredStore, LivenessStore, RedisStore};
 use parking_lot::Mutex;
-use support::RedisServer;
-use support::proxy::{Mode, Proxy};
-use support::workload::{Call, Outcome, Report};
 
 const MS: Duration = Duration::from_millis(1);
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -232,6 +230,7 @@ fn durable_server() -> RedisServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_under_load_then_restarted() {
+    let _alone = crate::support::serial::alone().await;
     let mut server = durable_server();
     let world = World::start(&server.url()).await;
     let fault_start = Instant::now();
@@ -262,6 +261,7 @@ async fn redis_killed_under_load_then_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_for_two_seconds() {
+    let _alone = crate::support::serial::alone().await;
     let server = RedisServer::start();
     let world = World::start(&server.url()).await;
     let fault_start = Instant::now();
@@ -366,11 +366,13 @@ async fn data_loss(name: &str, lose: impl FnOnce(&mut RedisServer)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_loses_data_and_is_detected() {
+    let _alone = crate::support::serial::alone().await;
     data_loss("restart with data loss", RedisServer::restart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushall_is_detected() {
+    let _alone = crate::support::serial::alone().await;
     data_loss("FLUSHALL", |server| server.flushall()).await;
 }
 
@@ -410,6 +412,7 @@ async fn network_fault(name: &str, fault: impl Fn(&Proxy), lasting: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_a_second_of_latency() {
+    let _alone = crate::support::serial::alone().await;
     // 250 ms each way: every round trip costs 500 ms more, twice the op timeout.
     network_fault(
         "500 ms latency",
@@ -421,11 +424,13 @@ async fn half_a_second_of_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_cut_mid_pipeline() {
+    let _alone = crate::support::serial::alone().await;
     network_fault("connections cut", Proxy::cut_all, Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_hole() {
+    let _alone = crate::support::serial::alone().await;
     network_fault(
         "black hole",
         |proxy| proxy.set_mode(Mode::Blackhole),
@@ -473,10 +478,11 @@ async fn thousand_calls(store: &Arc<RedisStore>) -> (usize, usize, Duration) {
 /// way so that every call really waits on the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_exhaustion_stays_bounded() {
+    let _alone = crate::support::serial::alone().await;
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port());
     let store = Arc::new(
-        support::store_builder(&proxy.url())
+        crate::support::store_builder(&proxy.url())
             .op_timeout(OP_TIMEOUT)
             .connect_timeout(OP_TIMEOUT)
             .pool_size(2)
@@ -547,11 +553,11 @@ mod edges {
     use std::time::{Duration, Instant};
 
     use liveness_store::{LayeredStore, LivenessStore, RedisStore};
-    use support::proxy::{Mode, Proxy};
-    use support::workload::{Rhythm, Workload};
 
-    use super::{OP_TIMEOUT, SLACK, support};
-    use crate::RedisServer;
+    use super::{OP_TIMEOUT, SLACK};
+    use crate::support::RedisServer;
+    use crate::support::proxy::{Mode, Proxy};
+    use crate::support::workload::{Rhythm, Workload};
 
     const TTL: Duration = Duration::from_millis(1_200);
     const DEBOUNCE: Duration = Duration::from_millis(400);
@@ -688,6 +694,7 @@ mod edges {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn flushall_under_a_quiet_writer() {
+        let _alone = crate::support::serial::alone().await;
         let server = RedisServer::start();
         let fleet = Fleet::start(&server.url()).await;
         let written = fleet.next_write().await;
@@ -699,6 +706,7 @@ mod edges {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn restart_from_a_snapshot_older_than_the_latest_write() {
+        let _alone = crate::support::serial::alone().await;
         let mut server = RedisServer::start();
         let fleet = Fleet::start(&server.url()).await;
         server.set_raw(&[b"SAVE"]);
@@ -720,6 +728,7 @@ mod edges {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failover_to_a_replica_that_missed_the_latest_write() {
+        let _alone = crate::support::serial::alone().await;
         // Redis 7 waits 5 s for more replicas before a diskless full sync by default.
         let mut master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
         // The replica's link to its master, to cut: a paused replica would still find the

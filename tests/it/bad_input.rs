@@ -7,8 +7,6 @@
 // Some helpers serve only the feature sets that have a Redis.
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
-mod support;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,8 +82,8 @@ fn cases() -> Vec<Case> {
 struct Subject {
     name: &'static str,
     store: Arc<dyn LivenessStore>,
-    server: Option<support::RedisServer>,
-    cluster: Option<support::cluster::RedisCluster>,
+    server: Option<crate::support::RedisServer>,
+    cluster: Option<crate::support::cluster::RedisCluster>,
 }
 
 impl Subject {
@@ -110,8 +108,8 @@ impl Subject {
 
     #[cfg(feature = "redis")]
     async fn redis() -> Subject {
-        let server = support::RedisServer::start();
-        let store = support::store_builder(&server.url())
+        let server = crate::support::RedisServer::start();
+        let store = crate::support::store_builder(&server.url())
             .build()
             .await
             .expect("connect to the test redis");
@@ -137,8 +135,8 @@ impl Subject {
 
     #[cfg(all(feature = "layered", feature = "redis"))]
     async fn layered_redis() -> Subject {
-        let server = support::RedisServer::start();
-        let remote = support::store_builder(&server.url())
+        let server = crate::support::RedisServer::start();
+        let remote = crate::support::store_builder(&server.url())
             .build()
             .await
             .expect("connect to the test redis");
@@ -152,7 +150,7 @@ impl Subject {
 
     #[cfg(feature = "cluster")]
     async fn cluster() -> Subject {
-        let cluster = support::cluster::RedisCluster::start();
+        let cluster = crate::support::cluster::RedisCluster::start();
         let store = liveness_store::ClusterStore::builder(cluster.seed_urls())
             .recovery_floor(std::time::Duration::ZERO)
             .build()
@@ -177,7 +175,10 @@ impl Subject {
                 cluster.reset_stats();
             }
             self.refuses(&case, good).await;
-            let calls = self.server.as_ref().map(support::RedisServer::total_calls);
+            let calls = self
+                .server
+                .as_ref()
+                .map(crate::support::RedisServer::total_calls);
             let cluster_calls = self.cluster.as_ref().map(|c| c.total_calls());
             for calls in [calls, cluster_calls].into_iter().flatten() {
                 assert_eq!(
@@ -502,14 +503,30 @@ mod with_redis {
     }
 
     #[tokio::test]
-    async fn an_unreachable_host_is_a_prompt_error() {
+    async fn an_unreachable_host_is_a_prompt_error_when_a_connection_is_required() {
         let url = format!("redis://127.0.0.1:{}/", closed_port());
-        let error = build(&url).await.expect_err("nothing listens there");
+        let required = RedisStore::builder(&url)
+            .connect_timeout(Duration::from_secs(5))
+            .require_connection(true)
+            .build();
+        let error = promptly(&url, "build", required)
+            .await
+            .expect_err("nothing listens there");
         assert!(matches!(error, Error::Backend { .. }), "{error:?}");
         assert!(error.is_transient(), "{error:?}");
-        let config = StoreConfig::new(Backend::Redis).with_redis_url(url);
+        let config = StoreConfig::new(Backend::Redis)
+            .with_redis_url(url.as_str())
+            .with_require_connection(true);
         let opened = promptly("open", "open", liveness_store::open(&config)).await;
         assert!(matches!(opened, Err(Error::Backend { .. })), "{opened:?}");
+
+        // Without the setting, the same host yields a store that starts down and says so fast.
+        let store = build(&url).await.expect("an unreachable host starts down");
+        let touched = promptly(&url, "touch", store.touch("rt-1", Duration::from_secs(5))).await;
+        assert!(matches!(touched, Err(Error::Unavailable)), "{touched:?}");
+        let config = StoreConfig::new(Backend::Redis).with_redis_url(url);
+        let opened = promptly("open", "open", liveness_store::open(&config)).await;
+        assert!(opened.is_ok(), "{opened:?}");
     }
 
     #[tokio::test]

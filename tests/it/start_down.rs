@@ -3,12 +3,10 @@
 //! on its port; what a deploy must fix still fails the build at once.
 #![cfg(feature = "redis")]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::RedisServer;
 use liveness_store::{Error, HealthStatus, LivenessStore, RedisStoreBuilder};
-use support::RedisServer;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
 const COOLDOWN: Duration = Duration::from_millis(200);
@@ -16,7 +14,7 @@ const MAX_COOLDOWN: Duration = Duration::from_millis(400);
 const TTL: Duration = Duration::from_secs(30);
 
 fn builder(url: &str) -> RedisStoreBuilder {
-    support::store_builder(url)
+    crate::support::store_builder(url)
         .op_timeout(OP_TIMEOUT)
         .connect_timeout(OP_TIMEOUT)
         .breaker_cooldown(COOLDOWN)
@@ -43,6 +41,7 @@ async fn until_up(store: &dyn LivenessStore, limit: Duration) -> Duration {
 
 #[tokio::test]
 async fn a_store_built_while_redis_is_down_fails_fast_then_comes_up() {
+    let _alone = crate::support::serial::alone().await;
     let mut server = vacant_port_of();
     let store = builder(&server.url()).build().await.expect("starts down");
     assert_eq!(store.health().status, HealthStatus::Down);
@@ -75,6 +74,7 @@ async fn a_store_built_while_redis_is_down_fails_fast_then_comes_up() {
 
 #[tokio::test]
 async fn require_connection_makes_an_unreachable_redis_an_error() {
+    let _alone = crate::support::serial::alone().await;
     let server = vacant_port_of();
     let url = format!("redis://:s3cret@127.0.0.1:{}/", server.port());
     let started = Instant::now();
@@ -92,6 +92,7 @@ async fn require_connection_makes_an_unreachable_redis_an_error() {
 
 #[tokio::test]
 async fn a_redis_that_answers_and_refuses_fails_the_build_at_once() {
+    let _alone = crate::support::serial::alone().await;
     let server = RedisServer::start_with_args(&["--requirepass", "right"]);
     let url = format!("redis://:wrong@127.0.0.1:{}/", server.port());
     let started = Instant::now();
@@ -109,6 +110,7 @@ async fn a_redis_that_answers_and_refuses_fails_the_build_at_once() {
 #[cfg(feature = "layered")]
 #[tokio::test]
 async fn a_layered_store_answers_locally_while_redis_is_down_and_writes_once_it_is_up() {
+    let _alone = crate::support::serial::alone().await;
     let mut server = vacant_port_of();
     let remote: liveness_store::RedisStore = builder(&server.url()).build().await.unwrap();
     let store = liveness_store::LayeredStore::builder(remote)
@@ -134,8 +136,9 @@ async fn a_layered_store_answers_locally_while_redis_is_down_and_writes_once_it_
 #[cfg(feature = "cluster")]
 #[tokio::test]
 async fn a_cluster_store_built_while_every_node_is_down_comes_up_when_they_start() {
+    let _alone = crate::support::serial::alone().await;
+    use crate::support::cluster::RedisCluster;
     use liveness_store::ClusterStore;
-    use support::cluster::RedisCluster;
 
     let mut cluster = RedisCluster::start();
     cluster.kill_all();

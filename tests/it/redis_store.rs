@@ -2,15 +2,13 @@
 //! batches, bounded calls and clear connection errors.
 #![cfg(feature = "redis")]
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::RedisServer;
 use liveness_store::{Error, LivenessStore, RedisStore};
-use support::RedisServer;
 
 async fn store(server: &RedisServer) -> RedisStore {
-    support::store_builder(&server.url())
+    crate::support::store_builder(&server.url())
         .build()
         .await
         .expect("connect")
@@ -49,7 +47,7 @@ async fn touch_writes_the_touch_time_with_the_ttl_in_milliseconds() {
 #[tokio::test]
 async fn the_key_prefix_is_configurable() {
     let server = RedisServer::start();
-    let store = support::store_builder(&server.url())
+    let store = crate::support::store_builder(&server.url())
         .key_prefix("svc-b:hb:")
         .build()
         .await
@@ -63,7 +61,7 @@ async fn the_key_prefix_is_configurable() {
 #[tokio::test]
 async fn huge_batches_are_chunked_into_bounded_mgets() {
     let server = RedisServer::start();
-    let store = support::store_builder(&server.url())
+    let store = crate::support::store_builder(&server.url())
         .max_batch(1_000)
         .build()
         .await
@@ -88,7 +86,7 @@ async fn huge_batches_are_chunked_into_bounded_mgets() {
 async fn a_paused_redis_costs_one_timeout_and_the_store_recovers() {
     let server = RedisServer::start();
     let op_timeout = Duration::from_millis(100);
-    let store = support::store_builder(&server.url())
+    let store = crate::support::store_builder(&server.url())
         .op_timeout(op_timeout)
         .build()
         .await
@@ -115,7 +113,7 @@ async fn a_paused_redis_costs_one_timeout_and_the_store_recovers() {
 #[tokio::test]
 async fn dead_connections_leave_the_pool_after_a_restart() {
     let mut server = RedisServer::start();
-    let store = support::store_builder(&server.url())
+    let store = crate::support::store_builder(&server.url())
         .pool_size(2)
         .build()
         .await
@@ -195,7 +193,7 @@ async fn a_wrong_password_fails_fast_without_leaking_it() {
         assert!(!shown.contains("wrong-battery"), "{shown}");
     }
     let url = format!("redis://:right-horse@127.0.0.1:{}/", server.port());
-    let store = support::store_builder(&url).build().await.unwrap();
+    let store = crate::support::store_builder(&url).build().await.unwrap();
     assert!(!format!("{store:?}").contains("right-horse"));
     store.touch("rt", Duration::from_secs(5)).await.unwrap();
 }

@@ -3,18 +3,16 @@
 //! another instance seeing a `forget` within 100 ms.
 //!
 //! Every wait is a poll with a deadline; nothing sleeps to decide an outcome. The measured
-//! delays are printed (`cargo test --all-features --test invalidation -- --nocapture`).
+//! delays are printed (`cargo test --all-features --test it invalidation:: -- --nocapture`).
 #![cfg(all(feature = "layered", feature = "redis"))]
-
-mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::RedisServer;
 use liveness_store::{
     DEFAULT_KEY_PREFIX, Error, ForgetBroadcast, LayeredStore, LivenessStore, NoopStore, RedisStore,
 };
-use support::RedisServer;
 
 const MS: Duration = Duration::from_millis(1);
 const TTL: Duration = Duration::from_secs(90);
@@ -27,7 +25,7 @@ const POLL_EVERY: Duration = Duration::from_millis(2);
 type Instance = LayeredStore<RedisStore>;
 
 async fn instance(server: &RedisServer, broadcast: bool) -> Instance {
-    let remote = support::store_builder(&server.url())
+    let remote = crate::support::store_builder(&server.url())
         .build()
         .await
         .expect("connect to redis");
@@ -239,7 +237,7 @@ async fn a_hung_broadcast_redis_keeps_every_forget_within_its_bound() {
     let server = RedisServer::start();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let silent_url = format!("redis://{}/", silent.local_addr().unwrap());
-    let remote = support::store_builder(&server.url())
+    let remote = crate::support::store_builder(&server.url())
         .build()
         .await
         .expect("connect to redis");
@@ -315,7 +313,12 @@ async fn dropping_the_store_ends_its_subscriber() {
     let server = RedisServer::start();
     // The remote outlives the layered store, so that the tasks counted are the broadcast's
     // alone (a dropped `RedisStore` leaves its pool's reaper until its next tick).
-    let remote = Arc::new(support::store_builder(&server.url()).build().await.unwrap());
+    let remote = Arc::new(
+        crate::support::store_builder(&server.url())
+            .build()
+            .await
+            .unwrap(),
+    );
     let metrics = tokio::runtime::Handle::current().metrics();
     let tasks_before = metrics.num_alive_tasks();
     let store = LayeredStore::builder(Arc::clone(&remote))

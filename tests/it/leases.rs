@@ -3,21 +3,22 @@
 //! garbled, for another runtime, tampered with, expired, or from before a loss or a forget.
 #![cfg(all(feature = "layered", feature = "redis", feature = "memory"))]
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::RedisServer;
 use liveness_store::{
     LayeredStore, Lease, LeaseKey, LivenessStore, MemoryStore, RedisStore, StoreStats,
 };
-use support::RedisServer;
 
 const TTL: Duration = Duration::from_secs(90);
 
 /// A layered instance over the test's Redis (a short skew margin: one machine, one clock).
 async fn instance(server: &RedisServer) -> LayeredStore<RedisStore> {
-    let remote = support::store_builder(&server.url()).build().await.unwrap();
+    let remote = crate::support::store_builder(&server.url())
+        .build()
+        .await
+        .unwrap();
     LayeredStore::builder(remote)
         .lease_skew_margin(Duration::from_millis(10))
         .build()
@@ -174,7 +175,10 @@ async fn a_configured_key_works_over_any_remote() {
 #[tokio::test]
 async fn stores_that_do_not_coalesce_issue_no_lease() {
     let server = RedisServer::start();
-    let redis = support::store_builder(&server.url()).build().await.unwrap();
+    let redis = crate::support::store_builder(&server.url())
+        .build()
+        .await
+        .unwrap();
     let lease = redis.touch_lease("rt", TTL, None).await.unwrap();
     assert!(lease.is_none());
     assert_eq!(lease.to_string(), "-");
@@ -187,7 +191,10 @@ async fn every_lease_is_trusted_for_the_skew_margin_less() {
     let a = instance(&server).await;
     // The record lives 135 s (the ttl and its debounce); an instance that allows its peers'
     // clocks to be 200 s apart cannot trust any of it.
-    let remote = support::store_builder(&server.url()).build().await.unwrap();
+    let remote = crate::support::store_builder(&server.url())
+        .build()
+        .await
+        .unwrap();
     let wary = LayeredStore::builder(remote)
         .lease_skew_margin(Duration::from_secs(200))
         .build()

@@ -1,31 +1,26 @@
 //! `ClusterStore` against a real Redis Cluster (3 masters, 3 replicas on loopback, started by
-//! `tests/support/cluster.rs`): keys land in their masters' slots, one pipeline per master,
+//! the test kit): keys land in their masters' slots, one pipeline per master,
 //! slots resharded and masters failed over while runtimes beat, a replica promoted without the
 //! data, configuration from the environment, and the forget broadcast across a cluster.
 //!
-//! The contract suite runs on a cluster too, in `tests/contract.rs`. The cases here start a
+//! The contract suite runs on a cluster too, in `contract.rs`. The cases here start a
 //! cluster each and run one at a time (the fault cases measure latencies on a 2-core machine).
-//! Measured figures are printed: `cargo test --all-features --test cluster -- --nocapture`.
+//! Measured figures are printed: `cargo test --all-features --test it cluster:: -- --nocapture`.
 #![cfg(feature = "cluster")]
 // Without `layered` the fault cases (their fleet beats through a layered store) do not run.
 #![cfg_attr(not(feature = "layered"), allow(dead_code, unused_imports))]
-
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::RedisCluster;
 use liveness_store::{ClusterStore, Error, LivenessStore, StoreConfig};
-use support::cluster::RedisCluster;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// What "a few ms" past the operation timeout may be, on a busy 2-core machine.
 const SLACK: Duration = Duration::from_millis(50);
 const LONG: Duration = Duration::from_secs(90);
-
-/// The fault cases measure latencies: one cluster at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn builder(cluster: &RedisCluster, prefix: &str) -> liveness_store::ClusterStoreBuilder {
     ClusterStore::builder(cluster.seed_urls())
@@ -89,7 +84,7 @@ async fn blocking<T: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     let store = store(&cluster, "placement:").await;
     let plain: Vec<String> = (0..300).map(|i| format!("rt-{i}")).collect();
@@ -188,7 +183,7 @@ async fn keys_live_in_their_masters_slots_and_batches_go_one_pipeline_per_master
 #[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layered_store_over_a_cluster_coalesces_and_reads_locally() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     let remote = store(&cluster, "layered:").await;
     let layered = liveness_store::LayeredStore::builder(remote)
@@ -228,7 +223,7 @@ async fn the_layered_store_over_a_cluster_coalesces_and_reads_locally() {
 /// A fleet as the fault cases drive it: a layered store over the cluster beats and reads, a
 /// plain `ClusterStore` (no local layer to hide behind) reads too.
 #[cfg(feature = "layered")]
-async fn fleet(cluster: &RedisCluster, prefix: &str) -> support::workload::Workload {
+async fn fleet(cluster: &RedisCluster, prefix: &str) -> crate::support::workload::Workload {
     let layered = liveness_store::LayeredStore::builder(store(cluster, prefix).await)
         .debounce(Duration::from_millis(300))
         .remote_positive_ttl(Duration::from_millis(200))
@@ -237,19 +232,19 @@ async fn fleet(cluster: &RedisCluster, prefix: &str) -> support::workload::Workl
         .unwrap();
     let instances: Vec<Arc<dyn LivenessStore>> =
         vec![Arc::new(layered), Arc::new(store(cluster, prefix).await)];
-    let rhythm = support::workload::Rhythm {
+    let rhythm = crate::support::workload::Rhythm {
         runtimes: 200,
         ttl: Duration::from_secs(1),
         beat: Duration::from_millis(100),
         read_every: Duration::from_millis(20),
     };
-    support::workload::Workload::start("runtime-", instances, rhythm).await
+    crate::support::workload::Workload::start("runtime-", instances, rhythm).await
 }
 
 #[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_resharded_while_runtimes_beat() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     let prefix = "reshard:";
     let workload = fleet(&cluster, prefix).await;
@@ -303,7 +298,7 @@ async fn slots_resharded_while_runtimes_beat() {
 #[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_fails_over_with_calls_bounded() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     let prefix = "failover:";
     let workload = fleet(&cluster, prefix).await;
@@ -341,7 +336,7 @@ async fn a_master_killed_fails_over_with_calls_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     // Longer than a promotion takes, so that the runtimes are within their ttl throughout.
     let ttl = Duration::from_secs(6);
@@ -420,7 +415,7 @@ async fn a_replica_promoted_without_the_data_reads_recovering_never_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_emptied_on_its_own_reads_recovering_never_dead() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     age_epoch_records(&cluster, "slot:").await;
     let store = builder(&cluster, "slot:")
@@ -504,7 +499,7 @@ fn empty_slot(cluster: &RedisCluster, slot: u16) -> usize {
 #[cfg(feature = "layered")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_only_instance_notices_one_slot_losing_its_records() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     let debounce = Duration::from_millis(300);
     let writer = liveness_store::LayeredStore::builder(store(&cluster, "writes:").await)
@@ -560,7 +555,7 @@ async fn a_write_only_instance_notices_one_slot_losing_its_records() {
 /// within the ttl of its latest touch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restarted_from_a_snapshot_is_suspected() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     age_epoch_records(&cluster, "snapshot:").await;
     let store = builder(&cluster, "snapshot:")
@@ -601,7 +596,7 @@ async fn a_master_restarted_from_a_snapshot_is_suspected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_backend_opens_from_the_environment() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     // Seeds separated by commas, spaces allowed.
     let seeds = cluster.seed_urls()[..3].join(", ");
@@ -674,7 +669,7 @@ async fn bad_seeds_are_clear_errors_without_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forget_reaches_every_instance_across_the_cluster() {
     use liveness_store::{ForgetBroadcast, LayeredStore};
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = crate::support::serial::alone().await;
     let cluster = RedisCluster::start();
     let prefix = "broadcast:";
     let mut instances = Vec::new();

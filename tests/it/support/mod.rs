@@ -3,6 +3,8 @@
 
 pub(crate) use testkit::*;
 
+pub(crate) mod serial;
+
 /// A `RedisStore` builder for a test's own, fresh Redis.
 ///
 /// A store distrusts "dead" answers until a Redis's records are one recovery window old (90 s

@@ -5,19 +5,17 @@
 //! sweeper 30 s, stale window 150 s) by 150: beat 100 ms, ttl 600 ms, flush 400 ms, writer and
 //! sweeper 200 ms, stale window 1 s.
 
-mod support;
-
 #[allow(dead_code)] // the example's `main` uses what the test does not
-#[path = "../examples/heartbeat_server/app.rs"]
+#[path = "../../examples/heartbeat_server/app.rs"]
 mod app;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::RedisServer;
 use liveness_store::{HealthStatus, Instrumented, LivenessStore, StoreConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use support::RedisServer;
 
 const BEAT: Duration = Duration::from_millis(100);
 const TTL: Duration = Duration::from_millis(600);
@@ -229,6 +227,7 @@ async fn metrics_page(client: &reqwest::Client, server: &app::Server) -> String 
 /// empty, and after a FLUSHALL; the store notices both losses, and `/metrics` shows it working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beating_runtimes_stay_online_through_redis_restart_and_flush() {
+    let _alone = crate::support::serial::alone().await;
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let server = server("layered", Some(&redis.url()), &dir).await;
@@ -298,6 +297,7 @@ async fn beating_runtimes_stay_online_through_redis_restart_and_flush() {
 /// one sweep; one that keeps beating stays online. And a bad id is a 400, not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_that_stops_goes_offline_within_the_stale_window() {
+    let _alone = crate::support::serial::alone().await;
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let server = server("redis", Some(&redis.url()), &dir).await;
@@ -356,6 +356,7 @@ async fn a_runtime_that_stops_goes_offline_within_the_stale_window() {
 /// the first); with the noop store, one per beat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_saves_database_writes() {
+    let _alone = crate::support::serial::alone().await;
     let redis = RedisServer::start();
     let ids = ["rt-1", "rt-2", "rt-3", "rt-4"];
     let run = Duration::from_millis(2000);
@@ -399,6 +400,7 @@ async fn the_store_saves_database_writes() {
 /// other wrote. The database sees no more writes either way: the row, not the instance, decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_keep_coalescing_across_two_instances_behind_a_random_router() {
+    let _alone = crate::support::serial::alone().await;
     let redis = RedisServer::start();
     let run = Duration::from_millis(3000);
     let mut runs = Vec::new();
@@ -450,6 +452,7 @@ async fn leases_keep_coalescing_across_two_instances_behind_a_random_router() {
 /// comes up with no restart and beats coalesce again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_started_while_redis_is_down_serves_from_the_database_then_coalesces() {
+    let _alone = crate::support::serial::alone().await;
     let mut redis = RedisServer::start();
     redis.kill();
     let dir = tempfile::tempdir().unwrap();

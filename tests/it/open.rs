@@ -1,8 +1,6 @@
 //! Choosing the backend at run time: what `open` builds for each configuration, in every
 //! feature set, and the errors that name the fix.
 
-mod support;
-
 use liveness_store::{Backend, Error, StoreConfig, open};
 
 fn config_error(result: liveness_store::Result<impl std::fmt::Debug>) -> String {
@@ -46,7 +44,7 @@ async fn redis_backend_needs_its_feature_and_a_url() {
 async fn redis_backend_from_the_environment() {
     use std::time::Duration;
 
-    let server = support::RedisServer::start();
+    let server = crate::support::RedisServer::start();
     let url = server.url();
     let config = StoreConfig::from_lookup(|name| match name {
         "LIVENESS_BACKEND" => Some("redis".into()),
@@ -78,7 +76,7 @@ async fn layered_backend_needs_its_features_and_a_url() {
 #[cfg(all(feature = "layered", feature = "redis"))]
 #[tokio::test]
 async fn layered_backend_over_redis() {
-    let server = support::RedisServer::start();
+    let server = crate::support::RedisServer::start();
     let config = StoreConfig::new(Backend::Layered).with_redis_url(server.url());
     let store = open(&config).await.unwrap();
     assert!(store.available());

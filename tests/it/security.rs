@@ -356,7 +356,7 @@ async fn no_password_leaks_into_debug_errors_or_logs() {
     assert!(
         log.contains("liveness forget failed") && log.contains("circuit breaker open"),
         "a forget against a killed server logs a warning, and the breaker its opening; the \
-         log:\n{log}"
+         store: {store:?}; the errors: {errors:?}; the log:\n{log}"
     );
     shown.push(("the log".into(), log));
     for (what, text) in &shown {

@@ -5,11 +5,11 @@ use std::str::FromStr;
 
 use crate::{Error, Result};
 
-/// Which backend [`open`] builds.
+/// Which backend [`open`](crate::open) builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Backend {
-    /// [`NoopStore`]: no backend, the database is the only truth.
+    /// [`NoopStore`](crate::NoopStore): no backend, the database is the only truth.
     #[default]
     Noop,
     /// `MemoryStore` (feature `memory`): records in this process only.

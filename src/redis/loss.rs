@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::{Pipeline, RedisError, Value};
 
 use super::connection::TrackedConnection;
@@ -21,6 +22,11 @@ pub(super) struct LossWatch {
     marker: Marker,
     server: Incarnation,
     recovery: Recovery,
+    /// Held while one pipeline's replies are read, marker and epoch together. A restart
+    /// without persistence shows both ways in every pipeline in flight; read apart, a second
+    /// pipeline could find the marker already handled (stale) and the epoch not yet, and
+    /// count the same restart again as an epoch loss.
+    observing: Mutex<()>,
 }
 
 /// What a pipeline's checks added at its end, in order: the marker's commands, then the
@@ -45,6 +51,7 @@ impl LossWatch {
             marker: Marker::new(),
             server: Incarnation::default(),
             recovery: Recovery::new(recovery_floor, name),
+            observing: Mutex::new(()),
         }
     }
 
@@ -132,6 +139,7 @@ impl LossWatch {
     /// a loss both ways (a restart without persistence: marker and epoch gone) counts it once.
     pub(super) fn observe(&self, checks: Checks, replies: &[Value]) {
         let tail = &replies[replies.len().saturating_sub(checks.replies())..];
+        let _one_at_a_time = self.observing.lock();
         let (marker, epoch) = tail.split_at(checks.marker.map_or(0, |check| check.replies));
         let replaced = checks
             .marker

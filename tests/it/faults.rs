@@ -709,6 +709,12 @@ mod edges {
         let _alone = crate::support::serial::alone().await;
         let mut server = RedisServer::start();
         let fleet = Fleet::start(&server.url()).await;
+        // The snapshot holds every runtime's record: the first round of writes has landed.
+        let deadline = Instant::now() + 4 * (DEBOUNCE + BEAT);
+        while server.dbsize() <= 50 {
+            assert!(Instant::now() < deadline, "{} keys", server.dbsize());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         server.set_raw(&[b"SAVE"]);
         // Two writes after the snapshot (the first may have been under way during it): the
         // restart loses them, and brings back records older by two debounce windows.

@@ -356,118 +356,86 @@ mod suite {
     }
 }
 
-/// Instantiates every case of [`suite`] for one backend.
+/// Every case of [`suite`], listed once: calls `$then!` with the given arguments, then `;` and
+/// the cases' names. Each backend instantiates this one list, the cluster included.
+macro_rules! with_every_case {
+    ($then:ident! { $($args:tt)* }) => {
+        $then! {
+            $($args)*;
+            read_your_writes,
+            records_expire_after_their_ttl,
+            a_touch_renews_the_record,
+            forget_drops_only_its_record,
+            an_empty_batch_sends_nothing,
+            answers_keep_input_order_and_duplicates,
+            a_batch_of_5000_mixed_ids,
+            bad_input_is_refused_and_sends_nothing,
+            odd_ids_are_opaque,
+            touch_many_writes_every_beat
+        }
+    };
+}
+
+/// A test per case for one backend: `mod $backend { #[$test] async fn <case>() ... }`.
+#[cfg(any(feature = "memory", feature = "redis"))]
 macro_rules! contract_suite {
-    ($backend:ident, $test:meta, $subject:expr) => {
+    ($backend:ident, $test:meta, $subject:expr; $($case:ident),+) => {
         mod $backend {
             use super::*;
 
-            #[$test]
-            async fn read_your_writes() {
-                suite::read_your_writes($subject).await;
-            }
-
-            #[$test]
-            async fn records_expire_after_their_ttl() {
-                suite::records_expire_after_their_ttl($subject).await;
-            }
-
-            #[$test]
-            async fn a_touch_renews_the_record() {
-                suite::a_touch_renews_the_record($subject).await;
-            }
-
-            #[$test]
-            async fn forget_drops_only_its_record() {
-                suite::forget_drops_only_its_record($subject).await;
-            }
-
-            #[$test]
-            async fn an_empty_batch_sends_nothing() {
-                suite::an_empty_batch_sends_nothing($subject).await;
-            }
-
-            #[$test]
-            async fn answers_keep_input_order_and_duplicates() {
-                suite::answers_keep_input_order_and_duplicates($subject).await;
-            }
-
-            #[$test]
-            async fn a_batch_of_5000_mixed_ids() {
-                suite::a_batch_of_5000_mixed_ids($subject).await;
-            }
-
-            #[$test]
-            async fn bad_input_is_refused_and_sends_nothing() {
-                suite::bad_input_is_refused_and_sends_nothing($subject).await;
-            }
-
-            #[$test]
-            async fn odd_ids_are_opaque() {
-                suite::odd_ids_are_opaque($subject).await;
-            }
-
-            #[$test]
-            async fn touch_many_writes_every_beat() {
-                suite::touch_many_writes_every_beat($subject).await;
-            }
+            $(
+                #[$test]
+                async fn $case() {
+                    suite::$case($subject).await;
+                }
+            )+
         }
     };
 }
 
 #[cfg(feature = "memory")]
-contract_suite!(memory, tokio::test(start_paused = true), Subject::memory());
+with_every_case!(contract_suite! {
+    memory, tokio::test(start_paused = true), Subject::memory()
+});
 
 #[cfg(feature = "redis")]
-contract_suite!(redis, tokio::test, Subject::redis().await);
+with_every_case!(contract_suite! { redis, tokio::test, Subject::redis().await });
 
 #[cfg(all(feature = "layered", feature = "memory"))]
-contract_suite!(
-    layered_over_memory,
-    tokio::test(start_paused = true),
-    Subject::layered_memory()
-);
+with_every_case!(contract_suite! {
+    layered_over_memory, tokio::test(start_paused = true), Subject::layered_memory()
+});
 
 #[cfg(all(feature = "layered", feature = "redis"))]
-contract_suite!(
-    layered_over_redis,
-    tokio::test,
-    Subject::layered_redis().await
-);
+with_every_case!(contract_suite! {
+    layered_over_redis, tokio::test, Subject::layered_redis().await
+});
 
-/// Runs every case of [`suite`] in turn on one Redis Cluster (starting a six-node cluster per
-/// case would cost more than the cases), each on a fresh store under its own key prefix.
+/// Runs every case in turn on one Redis Cluster (starting a six-node cluster per case would
+/// cost more than the cases), each on a fresh store under its own key prefix.
 #[cfg(feature = "cluster")]
 macro_rules! whole_suite_on_one_cluster {
-    ($name:ident, $subject:path) => {
+    ($name:ident, $subject:path; $($case:ident),+) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let cluster = Arc::new(crate::support::cluster::RedisCluster::start());
-            macro_rules! case {
-                ($case:ident) => {
-                    let prefix = concat!(stringify!($name), ":", stringify!($case), ":");
-                    suite::$case($subject(&cluster, prefix).await).await;
-                };
-            }
-            case!(read_your_writes);
-            case!(records_expire_after_their_ttl);
-            case!(a_touch_renews_the_record);
-            case!(forget_drops_only_its_record);
-            case!(an_empty_batch_sends_nothing);
-            case!(answers_keep_input_order_and_duplicates);
-            case!(a_batch_of_5000_mixed_ids);
-            case!(bad_input_is_refused_and_sends_nothing);
-            case!(odd_ids_are_opaque);
-            case!(touch_many_writes_every_beat);
+            $(
+                let prefix = concat!(stringify!($name), ":", stringify!($case), ":");
+                suite::$case($subject(&cluster, prefix).await).await;
+            )+
         }
     };
 }
 
 #[cfg(feature = "cluster")]
-whole_suite_on_one_cluster!(cluster_store_on_a_six_node_cluster, Subject::cluster);
+with_every_case!(whole_suite_on_one_cluster! {
+    cluster_store_on_a_six_node_cluster, Subject::cluster
+});
 
 #[cfg(all(feature = "layered", feature = "cluster"))]
-whole_suite_on_one_cluster!(layered_over_cluster, Subject::layered_cluster);
+with_every_case!(whole_suite_on_one_cluster! {
+    layered_over_cluster, Subject::layered_cluster
+});
 
 /// The noop store keeps the reference's answers: the parts of the contract that apply.
 mod noop {

@@ -8,10 +8,11 @@
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liveness_store::{Error, LivenessStore, NoopStore, StoreConfig};
+use liveness_store::{Error, LivenessStore, StoreConfig};
+
+use crate::support::subject::Subject;
 
 const TTL: Duration = Duration::from_secs(90);
 /// How long a refused call may take: it does no I/O, so this bounds a hang, not speed.
@@ -78,150 +79,53 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// A store under test and, for the Redis-backed ones, the server it talks to.
-struct Subject {
-    name: &'static str,
-    store: Arc<dyn LivenessStore>,
-    server: Option<crate::support::RedisServer>,
-    cluster: Option<crate::support::cluster::RedisCluster>,
+/// Runs every case of the table against `s`'s store: each refused, nothing sent to Redis.
+async fn refuses_every_case(s: Subject) {
+    let good = ["good-1", "good-2"];
+    for case in cases() {
+        s.reset_commands();
+        refuses(&s, &case, good).await;
+        assert_eq!(
+            s.commands_sent(),
+            0,
+            "{}: {}: bad input reached Redis",
+            s.name,
+            case.name
+        );
+    }
+    // Nothing of the good beats that shared a call with a bad one was written.
+    if s.store.available() {
+        let answers = promptly(s.name, "read-back", s.store.is_alive_batch(&good)).await;
+        assert_eq!(answers.unwrap(), [false, false], "{}", s.name);
+    }
+    if let Some(server) = &s.server {
+        // Only the epoch record that connecting wrote.
+        assert_eq!(server.dbsize(), 1, "{}: something was written", s.name);
+    }
 }
 
-impl Subject {
-    fn noop() -> Subject {
-        Subject {
-            name: "noop",
-            store: Arc::new(NoopStore::new()),
-            server: None,
-            cluster: None,
-        }
-    }
+async fn refuses(s: &Subject, case: &Case, good: [&str; 2]) {
+    let (store, who) = (&s.store, format!("{}: {}", s.name, case.name));
+    let check = |op: &str, result: liveness_store::Result<()>| {
+        let what = format!("{who}: {op}");
+        expect_refusal(&what, result, case.refusal, case.says);
+    };
 
-    #[cfg(feature = "memory")]
-    fn memory() -> Subject {
-        Subject {
-            name: "memory",
-            store: Arc::new(liveness_store::MemoryStore::new()),
-            server: None,
-            cluster: None,
-        }
-    }
+    let touched = promptly(&who, "touch", store.touch(&case.id, case.ttl)).await;
+    check("touch", touched);
 
-    #[cfg(feature = "redis")]
-    async fn redis() -> Subject {
-        let server = crate::support::RedisServer::start();
-        let store = crate::support::store_builder(&server.url())
-            .build()
-            .await
-            .expect("connect to the test redis");
-        Subject {
-            name: "redis",
-            store: Arc::new(store),
-            server: Some(server),
-            cluster: None,
-        }
-    }
+    let beats = [(good[0], TTL), (case.id.as_str(), case.ttl), (good[1], TTL)];
+    let many = promptly(&who, "touch_many", store.touch_many(&beats)).await;
+    check("touch_many", many);
 
-    #[cfg(all(feature = "layered", feature = "memory"))]
-    fn layered_memory() -> Subject {
-        Subject {
-            name: "layered over memory",
-            store: Arc::new(liveness_store::LayeredStore::new(
-                liveness_store::MemoryStore::new(),
-            )),
-            server: None,
-            cluster: None,
-        }
-    }
-
-    #[cfg(all(feature = "layered", feature = "redis"))]
-    async fn layered_redis() -> Subject {
-        let server = crate::support::RedisServer::start();
-        let remote = crate::support::store_builder(&server.url())
-            .build()
-            .await
-            .expect("connect to the test redis");
-        Subject {
-            name: "layered over redis",
-            store: Arc::new(liveness_store::LayeredStore::new(remote)),
-            server: Some(server),
-            cluster: None,
-        }
-    }
-
-    #[cfg(feature = "cluster")]
-    async fn cluster() -> Subject {
-        let cluster = crate::support::cluster::RedisCluster::start();
-        let store = liveness_store::ClusterStore::builder(cluster.seed_urls())
-            .recovery_floor(std::time::Duration::ZERO)
-            .build()
-            .await
-            .expect("connect to the test cluster");
-        Subject {
-            name: "cluster",
-            store: Arc::new(store),
-            server: None,
-            cluster: Some(cluster),
-        }
-    }
-
-    /// Runs every case of the table against this store.
-    async fn refuses_every_case(&self) {
-        let good = ["good-1", "good-2"];
-        for case in cases() {
-            if let Some(server) = &self.server {
-                server.reset_stats();
-            }
-            if let Some(cluster) = &self.cluster {
-                cluster.reset_stats();
-            }
-            self.refuses(&case, good).await;
-            let calls = self
-                .server
-                .as_ref()
-                .map(crate::support::RedisServer::total_calls);
-            let cluster_calls = self.cluster.as_ref().map(|c| c.total_calls());
-            for calls in [calls, cluster_calls].into_iter().flatten() {
-                assert_eq!(
-                    calls, 0,
-                    "{}: {}: bad input reached Redis",
-                    self.name, case.name
-                );
-            }
-        }
-        // Nothing of the good beats that shared a call with a bad one was written.
-        if self.store.available() {
-            let answers = promptly(self.name, "read-back", self.store.is_alive_batch(&good)).await;
-            assert_eq!(answers.unwrap(), [false, false], "{}", self.name);
-        }
-        if let Some(server) = &self.server {
-            // Only the epoch record that connecting wrote.
-            assert_eq!(server.dbsize(), 1, "{}: something was written", self.name);
-        }
-    }
-
-    async fn refuses(&self, case: &Case, good: [&str; 2]) {
-        let (store, who) = (&self.store, format!("{}: {}", self.name, case.name));
-        let check = |op: &str, result: liveness_store::Result<()>| {
-            let what = format!("{who}: {op}");
-            expect_refusal(&what, result, case.refusal, case.says);
-        };
-
-        let touched = promptly(&who, "touch", store.touch(&case.id, case.ttl)).await;
-        check("touch", touched);
-
-        let beats = [(good[0], TTL), (case.id.as_str(), case.ttl), (good[1], TTL)];
-        let many = promptly(&who, "touch_many", store.touch_many(&beats)).await;
-        check("touch_many", many);
-
-        if case.refusal == Refusal::Id {
-            let ids = [good[0], case.id.as_str(), good[1]];
-            let batch = promptly(&who, "is_alive_batch", store.is_alive_batch(&ids)).await;
-            check("is_alive_batch", batch.map(drop));
-            let one = promptly(&who, "is_alive", store.is_alive(&case.id)).await;
-            check("is_alive", one.map(drop));
-            // Best effort and infallible: it must simply return, having done nothing.
-            promptly(&who, "forget", store.forget(&case.id)).await;
-        }
+    if case.refusal == Refusal::Id {
+        let ids = [good[0], case.id.as_str(), good[1]];
+        let batch = promptly(&who, "is_alive_batch", store.is_alive_batch(&ids)).await;
+        check("is_alive_batch", batch.map(drop));
+        let one = promptly(&who, "is_alive", store.is_alive(&case.id)).await;
+        check("is_alive", one.map(drop));
+        // Best effort and infallible: it must simply return, having done nothing.
+        promptly(&who, "forget", store.forget(&case.id)).await;
     }
 }
 
@@ -252,37 +156,38 @@ fn expect_refusal(what: &str, result: liveness_store::Result<()>, refusal: Refus
 
 #[tokio::test]
 async fn noop_refuses_bad_input() {
-    Subject::noop().refuses_every_case().await;
+    refuses_every_case(Subject::noop()).await;
 }
 
 #[cfg(feature = "memory")]
 #[tokio::test]
 async fn memory_refuses_bad_input() {
-    Subject::memory().refuses_every_case().await;
+    refuses_every_case(Subject::memory()).await;
 }
 
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_refuses_bad_input_without_sending_anything() {
-    Subject::redis().await.refuses_every_case().await;
+    refuses_every_case(Subject::redis().await).await;
 }
 
 #[cfg(feature = "cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_refuses_bad_input_without_sending_anything() {
-    Subject::cluster().await.refuses_every_case().await;
+    let cluster = std::sync::Arc::new(crate::support::cluster::RedisCluster::start());
+    refuses_every_case(Subject::cluster(&cluster, "bad-input:").await).await;
 }
 
 #[cfg(all(feature = "layered", feature = "memory"))]
 #[tokio::test]
 async fn layered_over_memory_refuses_bad_input() {
-    Subject::layered_memory().refuses_every_case().await;
+    refuses_every_case(Subject::layered_memory()).await;
 }
 
 #[cfg(all(feature = "layered", feature = "redis"))]
 #[tokio::test]
 async fn layered_over_redis_refuses_bad_input_without_sending_anything() {
-    Subject::layered_redis().await.refuses_every_case().await;
+    refuses_every_case(Subject::layered_redis().await).await;
 }
 
 /// The message of an [`Error::Config`], or a panic naming what came instead.
@@ -411,7 +316,7 @@ async fn open_refuses_what_it_cannot_build() {
 fn invalid_layered_settings_are_refused_by_name() {
     use liveness_store::LayeredStore;
 
-    let builder = || LayeredStore::builder(NoopStore::new());
+    let builder = || LayeredStore::builder(liveness_store::NoopStore::new());
     let over_a_year = Duration::from_secs(366 * 86_400);
     let table = [
         ("local_capacity", builder().local_capacity(0).build()),

@@ -4,6 +4,7 @@
 pub(crate) use testkit::*;
 
 pub(crate) mod serial;
+pub(crate) mod subject;
 
 /// A `RedisStore` builder for a test's own, fresh Redis.
 ///
